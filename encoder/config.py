@@ -171,11 +171,18 @@ register(FluxViTConfig(
 ))
 
 
+class UnknownModelError(KeyError):
+    """A model name that is not in the registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def get_config(name: str) -> FluxViTConfig:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; registered models: {list_models()}") from None
+        raise UnknownModelError(f"unknown model {name!r}; registered models: {list_models()}") from None
 
 
 def list_models() -> list[str]:

@@ -1,0 +1,25 @@
+"""The ``fluxvid`` command: one entry point, a sub-command group per product area."""
+
+from __future__ import annotations
+
+import os
+
+# The app runs offline: no hub downloads, no telemetry, unless the user explicitly opts in.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import typer  # noqa: E402
+
+from encoder.cli import app as encoder_app  # noqa: E402
+
+app = typer.Typer(help="FluxVid: video search, classification and chat at any compute budget.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(encoder_app, name="encoder")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
