@@ -1,0 +1,157 @@
+"""The training engine with the Flux-FT recipe: learning, exact resume, checkpoints, DeepSpeed on CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from encoder import get_config, load_model
+from training.config import ConfigError, load_config
+from training.data import ResumableBatchSampler, SampleKey
+from training.engine import Trainer, checkpoint_files
+from training.recipes.ft import FTConfig, build_recipe
+
+
+class SlidingSquares(Dataset):
+    """A red (label 0) or blue (label 1) square sliding over noise, rendered at the key's sampling."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        gen = torch.Generator().manual_seed(key.seed)
+        label = key.index % 2
+        side, frames = key.resolution, key.frames
+        video = torch.randn(3, frames, side, side, generator=gen) * 0.3
+        box = side // 4
+        top = int(torch.randint(0, side - box, (), generator=gen))
+        for t in range(frames):
+            step = (side - box) * t // max(frames - 1, 1)
+            video[2 * label, t, top:top + box, step:step + box] = 2.0
+        return {"video": video, "label": torch.tensor(label)}
+
+
+def collate(items: list[dict]) -> dict:
+    return {"video": torch.stack([i["video"] for i in items]), "label": torch.stack([i["label"] for i in items])}
+
+
+def ft_config(tmp_path: Path, **overrides) -> FTConfig:
+    data = {"train": str(tmp_path / "unused.csv"), "batch_size": 8, "num_workers": 0,
+            "budgets": [256, 128, 64], "flexible": True}
+    base = {
+        "output_dir": str(tmp_path / "run"), "model": "fluxvit_tiny_patch14", "seed": 3, "epochs": 50,
+        "log_every": 1, "save_every": 2, "tensorboard": False, "drop_path": 0.1,
+        "model_overrides": {"img_size": 56, "num_frames": 8, "head_token_counts": [64, 128, 256]},
+        "optim": {"lr": 1e-3, "warmup_steps": 2, "layer_decay": 0.9, "weight_decay": 0.05},
+        "ft": {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "label_smoothing": 0.1},
+        "data": data,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            base[key] = {**base.get(key, {}), **value}
+        else:
+            base[key] = value
+    return FTConfig.model_validate(base)
+
+
+def run(cfg: FTConfig, size: int = 32, keep: int = 2) -> Trainer:
+    recipe = build_recipe(cfg, ["red", "blue"])
+    trainer = Trainer(cfg, recipe, SlidingSquares(size), collate, keep_checkpoints=keep)
+    trainer.fit()
+    return trainer
+
+
+def metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_flux_ft_learns_and_exports_a_classifier(tmp_path: Path) -> None:
+    cfg = ft_config(tmp_path, max_steps=60, data={"num_workers": 2})
+    trainer = run(cfg)
+    log = metrics(cfg.output_dir)
+    assert [r["step"] for r in log] == list(range(1, 61))
+    first, last = sum(r["loss"] for r in log[:5]) / 5, sum(r["loss"] for r in log[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    assert {"ce_256", "ce_128", "ce_64", "distill_128", "distill_64", "lr", "samples_per_s"} <= set(log[-1])
+    assert len(checkpoint_files(cfg.output_dir)) == 2
+    trainer.recipe.export(str(tmp_path / "final.pt"))
+    model, meta = load_model(tmp_path / "final.pt")
+    assert meta["class_names"] == ["red", "blue"]
+    test = SlidingSquares(8)
+    keys = [SampleKey(i, 8, 56, 1000 + i) for i in range(8)]
+    batch = collate([test[k] for k in keys])
+    with torch.no_grad():
+        predictions = model(batch["video"], keep_tokens=128).argmax(-1)
+    assert (predictions == batch["label"]).float().mean() >= 0.75
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = ft_config(tmp_path / "a", max_steps=6, data={"num_workers": 2},
+                         ft={"mixup_alpha": 0.8, "cutmix_alpha": 1.0})
+    run(straight, keep=3)
+    expected = metrics(straight.output_dir)
+    resumed = ft_config(tmp_path / "b", max_steps=6, data={"num_workers": 2},
+                        ft={"mixup_alpha": 0.8, "cutmix_alpha": 1.0})
+    step4 = [p for p in checkpoint_files(straight.output_dir) if p.name == "step-0000004.pt"][0]
+    (resumed.output_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(step4, resumed.output_dir / "checkpoints" / step4.name)
+    run(resumed, keep=3)
+    got = metrics(resumed.output_dir)
+    assert [r["step"] for r in got] == [5, 6]
+    for a, b in zip(expected[4:], got):
+        assert a["loss"] == b["loss"] and a["lr"] == b["lr"], (a, b)
+
+
+def test_sampler_positions_and_flexible_draws_are_deterministic() -> None:
+    cfg = get_config("fluxvit_tiny_patch14")
+    sampler = ResumableBatchSampler(20, 3, cfg, seed=5, flexible=True, frames=8, resolution=112)
+    sampler.set_position(epoch=1)
+    full = list(sampler)
+    sampler.set_position(epoch=1, start_batch=4)
+    assert list(sampler) == full[4:]
+    low, high = cfg.grid.token_threshold
+    for batch in full:
+        assert len({(k.frames, k.resolution) for k in batch}) == 1, "one sampling per batch"
+        assert low <= batch[0].frames * (batch[0].resolution // 14) ** 2 <= high
+    ranks = [ResumableBatchSampler(20, 3, cfg, 5, True, 8, 112, rank=r, world_size=2) for r in (0, 1)]
+    seen = [k.index for s in ranks for b in s for k in b]
+    assert len(seen) == len(set(seen)) == 18, "ranks split the data without overlap"
+
+
+def test_bad_config_files_are_reported_with_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("output_dir: out\nepochs: zero\ndata: {train: a.csv, budgets: [512, 1024]}\nbogus: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, FTConfig)
+    message = str(info.value)
+    assert str(path) in message and "epochs" in message and "bogus" in message
+    assert "budgets must be distinct and decreasing" in message
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml", FTConfig)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero_initialises_steps_and_resumes_on_cpu(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("deepspeed", reason="deepspeed is the optional [deepspeed] extra")
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch_extensions"))
+    cfg = ft_config(tmp_path, max_steps=3, distributed={"backend": "deepspeed", "zero_stage": 2})
+    trainer = run(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.recipe.named_parameters()}
+    assert trainer.state.step == 3 and trainer.engine is not None
+    assert (cfg.output_dir / "checkpoints" / "deepspeed" / "latest").exists()
+    log = metrics(cfg.output_dir)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    longer = ft_config(tmp_path, max_steps=5, distributed={"backend": "deepspeed", "zero_stage": 2})
+    resumed = run(longer)
+    assert [r["step"] for r in metrics(cfg.output_dir)] == [1, 2, 3, 4, 5]
+    changed = any(not torch.equal(before[n], p) for n, p in resumed.recipe.named_parameters())
+    assert changed, "the resumed run must keep training"

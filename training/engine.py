@@ -1,0 +1,362 @@
+"""The shared training loop: one process on CPU, DDP under torchrun, or DeepSpeed ZeRO, from one config.
+
+Checkpoints hold the trainable state, optimizer, scheduler, grad scaler, every rank's RNG state and the data
+position; they are written to a temporary file and renamed, so a run killed at any moment resumes from the
+last complete checkpoint and continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from encoder.model import FluxViT
+
+from .config import ConfigError, TrainConfig
+from .data import ResumableBatchSampler
+from .optim import warmup_cosine
+from .recipe import Recipe
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
+    samples: int = 0
+
+
+@dataclass(frozen=True)
+class DistContext:
+    backend: str
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def setup(cls, backend: str) -> "DistContext":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if backend == "none" and world > 1:
+            raise ConfigError(f"launched with WORLD_SIZE={world} but distributed.backend is 'none'; "
+                              "set it to 'ddp' or 'deepspeed'")
+        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if backend != "none" and not dist.is_initialized():
+            os.environ.setdefault("RANK", "0")
+            os.environ.setdefault("WORLD_SIZE", "1")
+            os.environ.setdefault("LOCAL_RANK", "0")
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        return cls(backend, rank, dist.get_world_size() if dist.is_initialized() else 1, local, device)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_to_device(v, device) for v in batch]
+    return batch
+
+
+def _atomic_torch_save(payload: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def checkpoint_files(output_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary files are never listed)."""
+    return sorted((output_dir / CHECKPOINTS).glob("step-*.pt"))
+
+
+class Trainer:
+    """Runs a :class:`Recipe` over a dataset of :class:`~training.data.SampleKey`-indexed items."""
+
+    def __init__(
+        self, cfg: TrainConfig, recipe: Recipe, dataset: Dataset, collate: Callable[[list], dict],
+        keep_checkpoints: int = 2,
+    ) -> None:
+        self.cfg = cfg
+        self.ctx = DistContext.setup(cfg.distributed.backend)
+        self.recipe = recipe.to(self.ctx.device)
+        self.dataset, self.collate = dataset, collate
+        self.keep_checkpoints = keep_checkpoints
+        self.state = TrainState()
+        self.out = Path(cfg.output_dir)
+        self.precision = cfg.precision if cfg.precision != "auto" else (
+            "bf16" if self.ctx.device.type == "cuda" else "fp32")
+        if self.precision == "fp16" and self.ctx.device.type != "cuda":
+            raise ConfigError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+        if cfg.grad_checkpointing:
+            for module in self.recipe.modules():
+                if isinstance(module, FluxViT):
+                    module.set_grad_checkpointing(True)
+        self.sampler = ResumableBatchSampler(
+            len(dataset), cfg.data.batch_size, cfg.vit_config(), cfg.seed, cfg.data.flexible, cfg.data.frames,
+            cfg.data.resolution, self.ctx.rank, self.ctx.world_size,
+        )
+        steps_per_epoch = len(self.sampler) // cfg.grad_accum
+        if steps_per_epoch < 1:
+            raise ConfigError(f"the training set gives {len(self.sampler)} batches per epoch, fewer than "
+                              f"grad_accum={cfg.grad_accum}; lower batch_size or grad_accum")
+        self.total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        self._build_optimizer()
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def _build_optimizer(self) -> None:
+        optim = self.cfg.optim
+        groups = self.recipe.param_groups(optim.weight_decay, optim.layer_decay, optim.lr)
+        for group in groups:
+            group["lr"] = optim.lr * group.get("lr_scale", 1.0)
+        if not any(g["params"] for g in groups):
+            raise ConfigError("the recipe has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas)
+        schedule = partial(warmup_cosine, warmup=optim.warmup_steps, total=self.total_steps,
+                           min_ratio=optim.min_lr / optim.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.engine: Any = None
+        if self.cfg.distributed.backend == "deepspeed":
+            import deepspeed
+
+            ds_config = {
+                "train_micro_batch_size_per_gpu": self.cfg.data.batch_size,
+                "gradient_accumulation_steps": self.cfg.grad_accum,
+                "zero_optimization": {"stage": self.cfg.distributed.zero_stage},
+                "bf16": {"enabled": self.precision == "bf16"},
+                "fp16": {"enabled": self.precision == "fp16"},
+                "gradient_clipping": self.cfg.optim.grad_clip or 0.0,
+                "steps_per_print": 10**9,
+            }
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=self.recipe, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds_config)
+            self.model: torch.nn.Module = self.engine
+        elif self.ctx.world_size > 1:
+            ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.recipe, device_ids=ids, find_unused_parameters=True)
+        else:
+            self.model = self.recipe
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        state = _rng_state()
+        if self.ctx.world_size == 1:
+            return [state]
+        states: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(states, state)
+        return states
+
+    def save(self) -> None:
+        rng = self._gather_rng()
+        meta = {"state": asdict(self.state), "rng": rng, "config": self.cfg.model_dump(mode="json")}
+        if self.engine is not None:
+            tag = f"step-{self.state.step:07d}"
+            self.engine.save_checkpoint(str(self.out / CHECKPOINTS / "deepspeed"), tag=tag, client_state=meta)
+            return
+        if not self.ctx.is_main:
+            return
+        payload = {
+            "recipe": self.recipe.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **meta,
+        }
+        _atomic_torch_save(payload, self.out / CHECKPOINTS / f"step-{self.state.step:07d}.pt")
+        for old in checkpoint_files(self.out)[: -self.keep_checkpoints]:
+            old.unlink()
+
+    def resume(self) -> bool:
+        """Continue from the newest complete checkpoint of ``output_dir``; False if there is none."""
+        if self.engine is not None:
+            folder = self.out / CHECKPOINTS / "deepspeed"
+            if not (folder / "latest").exists():
+                return False
+            _, meta = self.engine.load_checkpoint(str(folder))
+        else:
+            files = checkpoint_files(self.out)
+            if not files:
+                return False
+            meta = torch.load(files[-1], map_location="cpu", weights_only=False)
+            missing, unexpected = self.recipe.load_state_dict(meta["recipe"], strict=False)
+            trainable = set(self.recipe.trainable_state_dict())
+            if unexpected or trainable & set(missing):
+                raise ConfigError(f"checkpoint {files[-1]} does not fit this recipe: missing "
+                                  f"{sorted(trainable & set(missing))[:5]}, unexpected {unexpected[:5]}")
+            self.optimizer.load_state_dict(meta["optimizer"])
+            self.scheduler.load_state_dict(meta["scheduler"])
+            self.scaler.load_state_dict(meta["scaler"])
+        self.state = TrainState(**meta["state"])
+        _set_rng_state(meta["rng"][min(self.ctx.rank, len(meta["rng"]) - 1)])
+        log.info("resumed at step %d (epoch %d, batch %d)", self.state.step, self.state.epoch,
+                 self.state.batch_in_epoch)
+        return True
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.ctx.device.type, dtype=dtype)
+
+    def _micro_step(self, batch: dict[str, Any], sync: bool) -> tuple[float, dict[str, float]]:
+        batch = _to_device(batch, self.ctx.device)
+        no_sync = self.model.no_sync if isinstance(self.model, DistributedDataParallel) and not sync else nullcontext
+        with no_sync():
+            with self._autocast():
+                loss, metrics = self.model(batch)
+            if self.engine is not None:
+                self.engine.backward(loss)
+                self.engine.step()
+            else:
+                self.scaler.scale(loss / self.cfg.grad_accum).backward()
+        return float(loss.detach()), metrics
+
+    def _optimizer_step(self) -> None:
+        if self.engine is not None:
+            return  # DeepSpeed stepped inside engine.step() at the accumulation boundary
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.recipe.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        if self.ctx.world_size == 1:
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.ctx.device)
+        dist.all_reduce(tensor)
+        return {k: float(v) / self.ctx.world_size for k, v in zip(keys, tensor.tolist())}
+
+    def fit(self) -> TrainState:
+        """Train to ``max_steps`` / ``epochs``, resuming first if the output folder has a checkpoint."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.resume()
+        writer = None
+        if self.ctx.is_main and self.cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tensorboard"))
+        metrics_file = (self.out / "metrics.jsonl").open("a") if self.ctx.is_main else None
+        bar = tqdm(total=self.total_steps, initial=self.state.step, disable=not self.ctx.is_main,
+                   desc=type(self.recipe).__name__, unit="step", dynamic_ncols=True)
+        self.recipe.train()
+        window: list[float] = []
+        window_metrics: dict[str, list[float]] = {}
+        window_start, window_samples, micro = time.perf_counter(), 0, 0
+        try:
+            while self.state.step < self.total_steps and self.state.epoch < self.cfg.epochs:
+                self.sampler.set_position(self.state.epoch, self.state.batch_in_epoch)
+                loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
+                                    num_workers=self.cfg.data.num_workers,
+                                    pin_memory=self.ctx.device.type == "cuda",
+                                    # its own generator: creating the iterator must not draw from the global
+                                    # RNG, or a resumed run's model randomness would drift from the original
+                                    generator=torch.Generator().manual_seed(self.cfg.seed + self.state.epoch))
+                for batch in loader:
+                    micro += 1
+                    loss, metrics = self._micro_step(batch, sync=micro == self.cfg.grad_accum)
+                    self.state.batch_in_epoch += 1
+                    size = self.cfg.data.batch_size * self.ctx.world_size
+                    self.state.samples += size
+                    window_samples += size
+                    window.append(loss)
+                    for key, value in metrics.items():
+                        window_metrics.setdefault(key, []).append(float(value))
+                    if micro < self.cfg.grad_accum:
+                        continue
+                    micro = 0
+                    self._optimizer_step()
+                    self.state.step += 1
+                    bar.update(1)
+                    if self.state.step % self.cfg.log_every == 0 or self.state.step == self.total_steps:
+                        elapsed = time.perf_counter() - window_start
+                        values = {"loss": sum(window) / len(window),
+                                  **{k: sum(v) / len(v) for k, v in window_metrics.items()}}
+                        values = self._mean_over_ranks(values)
+                        record = {"step": self.state.step, "epoch": self.state.epoch,
+                                  "lr": self.optimizer.param_groups[0]["lr"], **values,
+                                  "samples_per_s": window_samples / max(elapsed, 1e-9)}
+                        if metrics_file is not None:
+                            metrics_file.write(json.dumps(record) + "\n")
+                            metrics_file.flush()
+                        if writer is not None:
+                            for key, value in record.items():
+                                if key not in ("step", "epoch"):
+                                    writer.add_scalar(f"train/{key}", value, self.state.step)
+                        bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                                        samples_s=f"{record['samples_per_s']:.1f}")
+                        window, window_metrics = [], {}
+                        window_start, window_samples = time.perf_counter(), 0
+                    if self.state.step % self.cfg.save_every == 0 or self.state.step == self.total_steps:
+                        self.save()
+                    if self.state.step >= self.total_steps:
+                        break
+                else:
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+        finally:
+            bar.close()
+            if metrics_file is not None:
+                metrics_file.close()
+            if writer is not None:
+                writer.close()
+        return self.state
