@@ -10,11 +10,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer  # noqa: E402
 
+from chat.cli import app as chat_app  # noqa: E402
 from encoder.cli import app as encoder_app  # noqa: E402
+from training.cli import app as train_app  # noqa: E402
+from training.cli import eval_app  # noqa: E402
 
 app = typer.Typer(help="FluxVid: video search, classification and chat at any compute budget.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(encoder_app, name="encoder")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+app.add_typer(chat_app)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder import create_model, estimate_gmacs, get_config, plan  # noqa: E402
+from encoder import create_model, estimate_gmacs, plan  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -94,6 +94,7 @@ def main() -> int:
     args = parser.parse_args()
 
     rows = []
+    measured: set[tuple[str, int, int, str]] = set()
     combos = [(m, t, b, d) for d in args.devices.split(",") for m in args.models.split(",")
               for b in map(int, args.batch_sizes.split(",")) for t in map(int, args.tokens.split(","))]
     for index, (model_name, tokens, batch, device) in enumerate(combos, 1):
@@ -101,7 +102,11 @@ def main() -> int:
         if device == "cpu" and cost > args.max_gmacs:
             print(f"[{index}/{len(combos)}] skip {model_name} {tokens} tok x{batch} on cpu ({cost:.0f} GMACs)")
             continue
-        get_config(model_name)
+        used = plan(tokens, model_name).tokens
+        if (model_name, used, batch, device) in measured:
+            print(f"[{index}/{len(combos)}] skip {model_name} {tokens} tok: the model's pool caps it at {used}")
+            continue
+        measured.add((model_name, used, batch, device))
         row = run_one(model_name, tokens, batch, device, args.repeats)
         rows.append(row)
         print(f"[{index}/{len(combos)}] {row}", flush=True)

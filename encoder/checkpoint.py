@@ -138,11 +138,10 @@ def _mismatch_message(report: LoadReport, clashes: list[str], config: FluxViTCon
     return "; ".join(parts)
 
 
-def save_checkpoint(model: FluxViT, path: str | Path, **metadata: Any) -> None:
-    """Write the model with its config (and any metadata, e.g. ``class_names``) atomically: temp file, rename."""
+def atomic_torch_save(payload: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": model.state_dict(), "fluxvid": {"config": model.config.to_dict(), **metadata}}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -151,6 +150,11 @@ def save_checkpoint(model: FluxViT, path: str | Path, **metadata: Any) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_checkpoint(model: FluxViT, path: str | Path, **metadata: Any) -> None:
+    """Write the model with its config (and any metadata, e.g. ``class_names``) atomically."""
+    atomic_torch_save({"model": model.state_dict(), "fluxvid": {"config": model.config.to_dict(), **metadata}}, path)
 
 
 def load_model(path: str | Path, name: str | None = None, **overrides: Any) -> tuple[FluxViT, dict[str, Any]]:

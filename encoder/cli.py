@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -15,9 +16,16 @@ from .cost import estimate_gmacs
 
 app = typer.Typer(help="FluxViT encoder: models, budgets and Token Optimization.", no_args_is_help=True)
 console = Console()
+errors = Console(stderr=True)
 
 
-def _parse_budgets(text: str) -> list[int]:
+def fail(message: object, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr, unwrapped so file names stay whole, and exit with ``code``."""
+    errors.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def parse_budgets(text: str) -> list[int]:
     try:
         budgets = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -53,9 +61,8 @@ def plan_command(
         cfg = get_config(model)
         loaded = BudgetProfile.load(profile) if profile else None
     except (KeyError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2)
-    plans = [plan(b, cfg, loaded) for b in _parse_budgets(budgets)]
+        fail(exc)
+    plans = [plan(b, cfg, loaded) for b in parse_budgets(budgets)]
     if as_json:
         print(json.dumps([p.to_dict() for p in plans], indent=2))
         return
@@ -64,3 +71,50 @@ def plan_command(
         table.add_row(str(p.budget), str(p.frames), str(p.resolution), str(p.pool_tokens), str(p.tokens),
                       str(p.head), f"{p.est_gmacs:.2f}", f"{100 * p.relative_cost:.0f}%")
     console.print(table)
+
+
+@app.command("tune-budget")
+def tune_budget_command(
+    checkpoint: Path = typer.Option(..., help="A classifier checkpoint (FluxVid file, or a released .pth with --model)."),
+    data: Path = typer.Option(..., help="Validation annotations (CSV/JSONL with path and label)."),
+    out: Path = typer.Option(..., help="Where to write the budget profile JSON."),
+    budgets: str = typer.Option("512,1024,2048", "--budget", "-b", help="Comma-separated token budgets."),
+    model: str | None = typer.Option(None, help="Registered model name, for released checkpoints."),
+    limit: int = typer.Option(200, min=1, help="Use at most this many videos of the validation set."),
+    start_resolution: int = typer.Option(224, help="Resolution the search starts from."),
+    workers: int = typer.Option(2, min=0, help="Decoding worker processes."),
+) -> None:
+    """Appendix A.1 search: per budget, add frames while accuracy rises, then trade resolution for frames.
+
+    Each setting is scored by top-1 accuracy on the validation videos with the selector keeping the budget;
+    the best settings are saved as a profile that `fluxvid encoder plan --profile` and the app use.
+    """
+    from .budget import make_plan, tune_budget
+    from .checkpoint import CheckpointError, load_model
+    from .config import ProfileEntry
+    from .evaluate import evaluate_classifier
+    from .video import AnnotationError, read_annotations
+
+    try:
+        classifier, _ = load_model(checkpoint, name=model)
+        items = read_annotations(data)[:limit]
+    except (CheckpointError, AnnotationError, FileNotFoundError, ValueError) as exc:
+        fail(exc)
+    if classifier.num_classes == 0:
+        fail(f"checkpoint {checkpoint} has no classification head")
+    cfg = classifier.config
+    best_entries: list[ProfileEntry] = []
+    for budget in parse_budgets(budgets):
+        def score(frames: int, resolution: int, budget: int = budget) -> float:
+            result = evaluate_classifier(classifier, items, make_plan(cfg, budget, frames, resolution),
+                                         num_workers=workers)
+            console.print(f"  budget {budget}: {frames} x {resolution}px -> top-1 {result.top1:.4f}"
+                          + (f" ({len(result.skipped)} videos skipped)" if result.skipped else ""))
+            return result.top1
+
+        best, tried = tune_budget(budget, score, cfg, start_resolution=start_resolution)
+        console.print(f"budget {budget}: best {best.frames} x {best.resolution}px, top-1 {best.score:.4f} "
+                      f"after {len(tried)} settings")
+        best_entries.append(best)
+    BudgetProfile(cfg.name, tuple(best_entries)).save(out)
+    console.print(f"profile written to {out}")

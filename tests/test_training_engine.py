@@ -49,7 +49,7 @@ def ft_config(tmp_path: Path, **overrides) -> FTConfig:
     base = {
         "output_dir": str(tmp_path / "run"), "model": "fluxvit_tiny_patch14", "seed": 3, "epochs": 50,
         "log_every": 1, "save_every": 2, "tensorboard": False, "drop_path": 0.1,
-        "model_overrides": {"img_size": 56, "num_frames": 8, "head_token_counts": [64, 128, 256]},
+        "model_overrides": {"img_size": 56, "num_frames": 8},
         "optim": {"lr": 1e-3, "warmup_steps": 2, "layer_decay": 0.9, "weight_decay": 0.05},
         "ft": {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "label_smoothing": 0.1},
         "data": data,
@@ -140,7 +140,7 @@ def test_bad_config_files_are_reported_with_the_field(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_deepspeed_zero_initialises_steps_and_resumes_on_cpu(tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("deepspeed", reason="deepspeed is the optional [deepspeed] extra")
+    pytest.importorskip("deepspeed", reason="deepspeed comes with the [test] and [deepspeed] extras")
     monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch_extensions"))
     cfg = ft_config(tmp_path, max_steps=3, distributed={"backend": "deepspeed", "zero_stage": 2})

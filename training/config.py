@@ -39,6 +39,9 @@ class DataConfig(Strict):
     flexible: bool = Field(True, description="draw frames x resolution per batch from the model's grid")
     frames: int = Field(8, ge=1, description="frames when not flexible")
     resolution: int = Field(224, ge=14, description="resolution when not flexible")
+    crop_scales: tuple[float, ...] = Field((1.0, 0.875, 0.75, 0.66), description="multi-scale crop scales")
+    flip: bool = Field(True, description="random horizontal flips (turn off when labels depend on direction)")
+    randaug: bool = Field(False, description="RandAugment(2 ops, magnitude 9, std 0.5) on whole clips")
 
     @model_validator(mode="after")
     def _budgets_decrease(self) -> "DataConfig":
@@ -88,6 +91,22 @@ class TrainConfig(Strict):
         """The registered config of ``model`` with ``model_overrides`` applied (lists become tuples)."""
         overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model_overrides.items()}
         return get_config(self.model).replace(**overrides)
+
+    def vit_config_for_budgets(self) -> FluxViTConfig:
+        """:meth:`vit_config` whose three heads are the three trained token counts, so that the head picked at
+        inference (nearest count) is the one trained for it."""
+        config = self.vit_config()
+        if len(self.data.budgets) == 3:
+            config = config.replace(head_token_counts=tuple(sorted(self.data.budgets)))
+        return config
+
+
+def data_defaults(data: Any, **defaults: Any) -> Any:
+    """For a ``mode="before"`` validator: a recipe's own data defaults (token counts, augmentation) for the
+    fields the YAML's data section leaves out."""
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        data = {**data, "data": {**defaults, **data["data"]}}
+    return data
 
 
 C = TypeVar("C", bound=BaseModel)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
-from encoder.config import FluxViTConfig, SamplingGrid
+from encoder.budget import make_plan
+from encoder.config import FluxViTConfig
+from encoder.video import FlexibleSampler, SkippedVideo, VideoDataset, is_image
 
 
 @dataclass(frozen=True)
@@ -26,16 +28,6 @@ class SampleKey:
     frames: int
     resolution: int
     seed: int
-
-
-def flexible_choices(grid: SamplingGrid, patch_size: int) -> list[tuple[int, int]]:
-    """All (frames, resolution) on the grid whose token pool lies inside the threshold (paper 3.1)."""
-    low, high = grid.token_threshold
-    choices = [(f, r) for f in grid.frame_options() for r in grid.resolution_options()
-               if low <= f * (r // patch_size) ** 2 <= high]
-    if not choices:
-        raise ValueError(f"no frames x resolution on {grid} has a token pool inside {grid.token_threshold}")
-    return choices
 
 
 class ResumableBatchSampler(Sampler[list[SampleKey]]):
@@ -49,7 +41,7 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
             raise ValueError("the training set is empty")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
-        self.choices = flexible_choices(model.grid, model.patch_size) if flexible else [(frames, resolution)]
+        self.choices = FlexibleSampler(model).options if flexible else [(frames, resolution)]
         self.epoch, self.start_batch = 0, 0
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
@@ -72,3 +64,50 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
             local = random.Random(f"{self.seed}/{self.epoch}/{b}/{self.rank}")
             chunk = mine[b * self.batch_size:(b + 1) * self.batch_size]
             yield [SampleKey(i, frames, resolution, local.randrange(2**31)) for i in chunk]
+
+
+class TrainingClips(Dataset):
+    """A :class:`~encoder.video.VideoDataset` addressed by :class:`SampleKey`: the key's sampling, and its seed
+    for the clip's random temporal offsets and augmentation (so a sample is the same in any worker)."""
+
+    def __init__(self, videos: VideoDataset, model: FluxViTConfig) -> None:
+        self.videos, self.model = videos, model
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any] | SkippedVideo:
+        frames = 1 if is_image(self.videos.items[key.index].path) else key.frames  # images: one-frame videos
+        plan = make_plan(self.model, frames * (key.resolution // self.model.patch_size) ** 2, frames, key.resolution)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(key.seed)
+            return self.videos[(key.index, plan)]
+
+
+class ByIndex(Dataset):
+    """For datasets with one fixed sampling (e.g. chat instructions): answers a :class:`SampleKey` by its index."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: SampleKey) -> Any:
+        return self.dataset[key.index]
+
+
+def captioned_collate(items: list) -> dict[str, Any]:
+    """Clips under ``video``, images (one-frame videos, another shape) under ``image``; ``text`` holds the
+    captions of the clips, then of the images."""
+    good = [item for item in items if not isinstance(item, SkippedVideo)]
+    batch: dict[str, Any] = {"skipped": [item for item in items if isinstance(item, SkippedVideo)]}
+    texts: list[str] = []
+    for key, part in (("video", [i for i in good if not is_image(i["path"])]),
+                      ("image", [i for i in good if is_image(i["path"])])):
+        if part:
+            batch[key] = torch.stack([item["video"] for item in part])
+            texts += [item["caption"] for item in part]
+    if texts:
+        batch["text"] = texts
+    return batch

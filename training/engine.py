@@ -12,7 +12,6 @@ import logging
 import os
 import random
 import socket
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from encoder.checkpoint import atomic_torch_save
 from encoder.model import FluxViT
 
 from .config import ConfigError, TrainConfig
@@ -108,18 +108,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, list):
         return [_to_device(v, device) for v in batch]
     return batch
-
-
-def _atomic_torch_save(payload: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def checkpoint_files(output_dir: Path) -> list[Path]:
@@ -217,7 +205,7 @@ class Trainer:
             "recipe": self.recipe.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), **meta,
         }
-        _atomic_torch_save(payload, self.out / CHECKPOINTS / f"step-{self.state.step:07d}.pt")
+        atomic_torch_save(payload, self.out / CHECKPOINTS / f"step-{self.state.step:07d}.pt")
         for old in checkpoint_files(self.out)[: -self.keep_checkpoints]:
             old.unlink()
 
@@ -254,7 +242,20 @@ class Trainer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.ctx.device.type, dtype=dtype)
 
-    def _micro_step(self, batch: dict[str, Any], sync: bool) -> tuple[float, dict[str, float]]:
+    def _record_skipped(self, skipped: list[Any]) -> None:
+        """Bad videos met in training: logged, and listed with their reasons in ``skipped-rank<r>.jsonl``."""
+        with (self.out / f"skipped-rank{self.ctx.rank}.jsonl").open("a") as f:
+            for item in skipped:
+                log.warning("skipped %s: %s", item.path, item.reason)
+                f.write(json.dumps({"step": self.state.step, "path": item.path, "reason": item.reason}) + "\n")
+
+    def _micro_step(self, batch: dict[str, Any], sync: bool) -> tuple[float, dict[str, float]] | None:
+        """Forward and backward of one micro-batch; None when every video of it failed to decode."""
+        skipped = batch.pop("skipped", [])
+        if skipped:
+            self._record_skipped(skipped)
+        if not batch:
+            return None
         batch = _to_device(batch, self.ctx.device)
         no_sync = self.model.no_sync if isinstance(self.model, DistributedDataParallel) and not sync else nullcontext
         with no_sync():
@@ -313,14 +314,15 @@ class Trainer:
                                     generator=torch.Generator().manual_seed(self.cfg.seed + self.state.epoch))
                 for batch in loader:
                     micro += 1
-                    loss, metrics = self._micro_step(batch, sync=micro == self.cfg.grad_accum)
+                    result = self._micro_step(batch, sync=micro == self.cfg.grad_accum)
                     self.state.batch_in_epoch += 1
                     size = self.cfg.data.batch_size * self.ctx.world_size
                     self.state.samples += size
                     window_samples += size
-                    window.append(loss)
-                    for key, value in metrics.items():
-                        window_metrics.setdefault(key, []).append(float(value))
+                    if result is not None:
+                        window.append(result[0])
+                        for key, value in result[1].items():
+                            window_metrics.setdefault(key, []).append(float(value))
                     if micro < self.cfg.grad_accum:
                         continue
                     micro = 0
@@ -329,7 +331,7 @@ class Trainer:
                     bar.update(1)
                     if self.state.step % self.cfg.log_every == 0 or self.state.step == self.total_steps:
                         elapsed = time.perf_counter() - window_start
-                        values = {"loss": sum(window) / len(window),
+                        values = {"loss": sum(window) / max(len(window), 1),
                                   **{k: sum(v) / len(v) for k, v in window_metrics.items()}}
                         values = self._mean_over_ranks(values)
                         record = {"step": self.state.step, "epoch": self.state.epoch,

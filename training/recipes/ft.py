@@ -8,12 +8,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from encoder.budget import head_for_tokens
 from encoder.checkpoint import load_checkpoint, save_checkpoint
 from encoder.model import create_model
 
-from ..config import OptimConfig, Strict, TrainConfig
+from ..config import OptimConfig, Strict, TrainConfig, data_defaults
 from ..mixup import mix_batch
 from ..optim import layer_decay_groups
 from ..recipe import Recipe
@@ -29,10 +30,18 @@ class FTSection(Strict):
     selector: Literal["group_dynamic", "dynamic", "tube", "random"] = "group_dynamic"
 
 
+FT_BUDGETS = (3072, 2048, 1024)  # Table 15
+
+
 class FTConfig(TrainConfig):
     optim: OptimConfig = OptimConfig(lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05, layer_decay=0.75)
     drop_path: float = 0.1
     ft: FTSection = FTSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ft_budgets(cls, data: Any) -> Any:
+        return data_defaults(data, budgets=FT_BUDGETS, randaug=True)  # Table 15: RandAug(9, 0.5)
 
 
 class FTRecipe(Recipe):
@@ -42,7 +51,8 @@ class FTRecipe(Recipe):
         super().__init__()
         self.cfg = cfg
         self.class_names = list(class_names)
-        self.model = create_model(cfg.vit_config(), num_classes=len(class_names), drop_path_rate=cfg.drop_path)
+        self.model = create_model(cfg.vit_config_for_budgets(), num_classes=len(class_names),
+                                  drop_path_rate=cfg.drop_path)
         if cfg.init_checkpoint is not None:
             load_checkpoint(self.model, cfg.init_checkpoint, strict=False)
 
@@ -59,8 +69,8 @@ class FTRecipe(Recipe):
         pooled: list[torch.Tensor] = []
         metrics: dict[str, float] = {}
         loss = video.new_zeros(())
-        for rank, budget in enumerate(budgets):
-            head = len(budgets) - 1 - rank  # largest count -> last head, as the release orders them
+        for budget in budgets:
+            head = head_for_tokens(self.model.config, budget)
             out = self.model.encode(video, keep_tokens=min(budget, pool), head=head, selector=ft.selector)
             logits = self.model.classify(out.pooled, head)
             ce = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()

@@ -1,0 +1,183 @@
+"""Instruction data for projector training: a JSONL file of videos (or time windows) with conversations.
+
+One line per sample::
+
+    {"path": "clips/cat.mp4", "start": 3.0, "end": 9.5,
+     "conversations": [{"role": "user", "content": "What is the cat doing?"},
+                       {"role": "assistant", "content": "It chases a ball."}]}
+
+``path`` (or ``video``) is required, relative paths start at ``root`` (default: the JSONL's folder);
+``start`` / ``end`` are optional seconds. Turns alternate user / assistant, starting with the user and ending
+with the assistant; LLaVA-style turns (``{"from": "human" | "gpt", "value": ...}``) are accepted too, and
+``<video>`` / ``<image>`` markers in them are dropped (the video always goes first). Any problem is a
+:class:`~chat.errors.ChatDataError` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, get_worker_info
+from transformers import PreTrainedTokenizerBase
+
+from encoder.budget import Plan
+from encoder.video import SkippedVideo, VideoDecodeError
+
+from .errors import ChatDataError
+from .prompt import IGNORE_INDEX, build_messages, encode_conversation
+from .video import load_clip
+
+log = logging.getLogger(__name__)
+_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
+_MARKERS = ("<video>", "<image>")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One training sample: a video (window) and its ``(question, answer)`` turns."""
+
+    path: str
+    start: float | None
+    end: float | None
+    turns: tuple[tuple[str, str], ...]
+    line: int
+
+
+def _seconds(value: Any, name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ChatDataError(f"{where}: {name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _turns(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ChatDataError(f"{where}: 'conversations' must be a non-empty list of turns")
+    texts: list[tuple[str, str]] = []
+    for number, turn in enumerate(raw, start=1):
+        if not isinstance(turn, dict):
+            raise ChatDataError(f"{where}: turn {number} must be an object with role/content (or from/value)")
+        role, text = turn.get("role", turn.get("from")), turn.get("content", turn.get("value"))
+        if role not in _ROLES or not isinstance(text, str):
+            raise ChatDataError(f"{where}: turn {number} needs a role in {sorted(_ROLES)} and a text content, "
+                                f"got {turn!r}")
+        for marker in _MARKERS:
+            text = text.replace(marker, "")
+        texts.append((_ROLES[role], text.strip()))
+    roles = [role for role, _ in texts]
+    if len(roles) % 2 or roles != ["user", "assistant"] * (len(roles) // 2):
+        raise ChatDataError(f"{where}: turns must alternate user, assistant (ending with the assistant), got "
+                            f"{roles}")
+    return tuple((texts[i][1], texts[i + 1][1]) for i in range(0, len(texts), 2))
+
+
+def read_instructions(path: str | Path, root: str | Path | None = None) -> list[Instruction]:
+    """Every sample of a JSONL instruction file, validated up front (blank lines are skipped)."""
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ChatDataError(f"instruction file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ChatDataError(f"instruction file {path} cannot be read: {exc}") from None
+    samples = []
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ChatDataError(f"{where}: not valid JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise ChatDataError(f"{where}: each line must be a JSON object")
+        video = row.get("path", row.get("video"))
+        if not isinstance(video, str) or not video:
+            raise ChatDataError(f"{where}: needs the video file as 'path' (or 'video')")
+        start, end = _seconds(row.get("start"), "start", where), _seconds(row.get("end"), "end", where)
+        if start is not None and end is not None and end <= start:
+            raise ChatDataError(f"{where}: end {end} must come after start {start}")
+        resolved = Path(video) if Path(video).is_absolute() else base / video
+        samples.append(Instruction(str(resolved), start, end, _turns(row.get("conversations"), where), number))
+    if not samples:
+        raise ChatDataError(f"instruction file {path} holds no samples")
+    return samples
+
+
+class InstructionDataset(Dataset):
+    """Samples as ``{"video": [3, T, S, S], "input_ids": [L], "labels": [L]}`` (labels only on answers).
+
+    Indexed by an int or by anything with an ``index`` (the engine's ``SampleKey``); the sampling always
+    follows ``plan``, since the chat model works at one budget. A sample longer than ``max_length`` tokens
+    loses its last turns; a video that cannot be decoded, or whose first turn alone is too long, gives a
+    :class:`SkippedVideo` saying why.
+    """
+
+    def __init__(
+        self, source: str | Path, samples: list[Instruction], tokenizer: PreTrainedTokenizerBase, plan: Plan,
+        video_id: int, num_video_tokens: int, system_prompt: str | None, max_length: int,
+    ) -> None:
+        self.source, self.samples, self.tokenizer, self.plan = str(source), samples, tokenizer, plan
+        self.video_id, self.num_video_tokens = video_id, num_video_tokens
+        self.system_prompt, self.max_length = system_prompt, max_length
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: Any) -> dict[str, torch.Tensor] | SkippedVideo:
+        index = int(getattr(key, "index", key))
+        sample = self.samples[index]
+        threads = 1 if get_worker_info() is not None else 0
+        try:
+            video, context = load_clip(sample.path, self.plan, sample.start, sample.end, threads=threads)
+        except VideoDecodeError as exc:
+            log.warning("skipping %s (line %d of %s): %s", sample.path, sample.line, self.source, exc.reason)
+            return SkippedVideo(index, sample.path, exc.reason)
+        turns = sample.turns
+        while True:
+            messages = build_messages(self.system_prompt, context, turns)
+            ids, labels = encode_conversation(self.tokenizer, messages, self.video_id, self.num_video_tokens)
+            if len(ids) <= self.max_length:
+                break
+            if len(turns) == 1:
+                reason = (f"line {sample.line} of {self.source}: the first turn needs {len(ids)} tokens "
+                          f"({self.num_video_tokens} for the video), more than max_length {self.max_length}")
+                log.warning("skipping %s", reason)
+                return SkippedVideo(index, sample.path, reason)
+            turns = turns[:-1]
+        return {"video": video, "input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+
+
+class InstructionCollate:
+    """Right-pads ids (with ``pad_id``, masked out) and labels (with the ignore index); stacks the clips.
+
+    Bad videos are dropped and listed under ``"skipped"`` (the engine logs them); a batch may therefore have
+    fewer rows, and one whose videos all failed has only the ``"skipped"`` key (the engine skips it).
+    """
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, torch.Tensor] | SkippedVideo]) -> dict[str, Any]:
+        good = [item for item in items if not isinstance(item, SkippedVideo)]
+        skipped = [item for item in items if isinstance(item, SkippedVideo)]
+        if not good:
+            return {"skipped": skipped}
+        length = max(len(item["input_ids"]) for item in good)
+        input_ids = torch.full((len(good), length), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(good), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(good), length), dtype=torch.long)
+        for row, item in enumerate(good):
+            size = len(item["input_ids"])
+            input_ids[row, :size], labels[row, :size], attention_mask[row, :size] = \
+                item["input_ids"], item["labels"], 1
+        return {"video": torch.stack([item["video"] for item in good]), "input_ids": input_ids, "labels": labels,
+                "attention_mask": attention_mask, "skipped": skipped}

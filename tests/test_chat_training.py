@@ -1,0 +1,166 @@
+"""Projector training in the paper's "linear probe" setting on a toy task: say the colour of a clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from chat import ChatModel, GenerationSettings, Session, read_projector_info
+from chat.data import read_instructions
+from chat.errors import ChatDataError
+from encoder.video import SkippedVideo
+from tests.test_chat_support import (  # noqa: F401 (fixtures)
+    BUDGET, QUESTION, TOKENS_PER_FRAME, ToyChat, answer_for, chat_config, _one_torch_thread, toy_chat, train_projector,
+)
+from training.config import ConfigError, load_config
+from training.data import SampleKey
+from training.engine import Trainer, checkpoint_files
+from training.recipes.chat import ChatConfig, build_datasets, build_recipe
+
+GREEDY = GenerationSettings(max_new_tokens=12, temperature=0.0, repetition_penalty=1.0)
+
+
+def test_training_drives_the_loss_down_and_answers_held_out_clips(toy_chat: ToyChat) -> None:
+    losses = toy_chat.losses
+    assert sum(losses[-5:]) / 5 < 0.25 * sum(losses[:5]) / 5, losses
+    model = ChatModel.load(toy_chat.projector)  # LLM, ViT, budget and pooling come from the projector file
+    for clip, colour in toy_chat.held_out:
+        session = Session(model, GREEDY)
+        session.load_video(clip)
+        assert session.chat(QUESTION) == answer_for(colour)
+
+
+def test_only_the_projector_trains_and_checkpoints_hold_only_it(toy_chat: ToyChat) -> None:
+    recipe = build_recipe(chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train))
+    trainable = {n for n, p in recipe.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("projector.") for n in trainable)
+    assert set(recipe.trainable_state_dict()) == {n for n in recipe.state_dict() if n.startswith("projector.")}
+    assert recipe.frozen_prefixes == ("vision.", "llm.")
+    recipe.train()
+    assert not recipe.vision.training
+
+
+def test_export_records_what_the_projector_fits(toy_chat: ToyChat) -> None:
+    info = read_projector_info(toy_chat.projector)
+    assert (info.kind, info.budget, info.tokens_per_frame, info.lora) == ("linear", BUDGET, TOKENS_PER_FRAME, None)
+    assert info.vision == str(toy_chat.vit.resolve()) and info.llm == str(toy_chat.llm.resolve())
+    assert (info.vision_dim, info.llm_dim) == (96, 64)
+    assert toy_chat.projector.stat().st_size < 100_000
+
+
+def test_lora_trains_exports_and_reloads(toy_chat: ToyChat, tmp_path: Path) -> None:
+    cfg = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train, lora=True, lora_rank=4,
+                      projector="mlp2")
+    recipe, losses = train_projector(cfg, steps=3)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    state = recipe.trainable_state_dict()
+    assert any("lora_A" in k for k in state) and any(k.startswith("projector.") for k in state)
+    assert not any(k.endswith("base_layer.weight") or "embed_tokens" in k for k in state)
+    recipe.export(tmp_path)  # a folder: projector.safetensors inside, adapter beside it
+    info = read_projector_info(tmp_path / "projector.safetensors")
+    assert info.lora == "projector-lora" and (tmp_path / "projector-lora" / "adapter_config.json").is_file()
+    model = ChatModel.load(tmp_path / "projector.safetensors")
+    assert type(model.llm).__name__ == "PeftModelForCausalLM"
+    session = Session(model, GREEDY)
+    session.load_video(toy_chat.held_out[0][0])
+    assert isinstance(session.chat(QUESTION), str)
+
+
+def test_dataset_items_and_batches(toy_chat: ToyChat) -> None:
+    cfg = chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train)
+    data = build_datasets(cfg)
+    assert data.val is None and len(data.train) == 24
+    by_int, by_key = data.train[3], data.train[SampleKey(3, frames=16, resolution=112, seed=1)]
+    assert torch.equal(by_int["input_ids"], by_key["input_ids"])  # the chat budget fixes the sampling
+    assert by_int["video"].shape == (3, 4, 84, 84)
+    labelled = by_int["labels"][by_int["labels"] != -100].tolist()
+    assert data.train.tokenizer.decode(labelled) == answer_for("red") + "<|im_end|>\n"
+    skipped = SkippedVideo(5, "gone.mp4", "file does not exist")
+    batch = data.collate([data.train[0], skipped, data.train[1]])
+    assert batch["video"].shape[0] == 2 and batch["skipped"] == [skipped]
+    assert batch["attention_mask"].sum(1).tolist() == [len(data.train[0]["input_ids"]), len(data.train[1]["input_ids"])]
+
+
+def test_a_missing_video_is_skipped_not_fatal(toy_chat: ToyChat, tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    good = {"path": str(toy_chat.held_out[0][0]), "conversations": [
+        {"from": "human", "value": "<video>\nWhat?"}, {"from": "gpt", "value": "Nothing."}]}
+    rows.write_text(json.dumps({**good, "path": str(tmp_path / "gone.mp4")}) + "\n" + json.dumps(good) + "\n")
+    data = build_datasets(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, rows))
+    assert isinstance(data.train[0], SkippedVideo) and "file does not exist" in data.train[0].reason
+    assert data.collate([data.train[0]]) == {"skipped": [data.train[0]]}  # the engine skips such a batch
+    prompt = data.train.tokenizer.decode(data.train[1]["input_ids"])
+    assert "<video>" not in prompt and prompt.count("What?") == 1  # LLaVA-style turns, marker dropped
+
+
+@pytest.mark.parametrize("line,problem", [
+    ('{"conversations": []}', "needs the video file"),
+    ('{"path": "a.mp4", "conversations": [{"role": "user", "content": "hi"}]}', "alternate user, assistant"),
+    ('{"path": "a.mp4", "start": 5, "end": 2, "conversations": []}', "must come after start"),
+    ('{"path": "a.mp4", "conversations": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+     "needs a role"),
+    ("not json", "not valid JSON"),
+])
+def test_bad_instruction_lines_name_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"path": "ok.mp4", "conversations": [{"role": "user", "content": "q"}, '
+                    '{"role": "assistant", "content": "a"}]}\n\n' + line + "\n")
+    with pytest.raises(ChatDataError, match=rf"{path}:3: .*{problem}"):
+        read_instructions(path)
+
+
+def test_long_samples_lose_their_last_turns(toy_chat: ToyChat, tmp_path: Path) -> None:
+    clip = toy_chat.held_out[0][0]
+    turns = []
+    for index in range(6):
+        turns += [{"role": "user", "content": f"Tell me more about it {index}."},
+                  {"role": "assistant", "content": "The video is red."}]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"path": str(clip), "start": 0.5, "end": 1.5, "conversations": turns}) + "\n")
+    full = build_datasets(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, rows)).train[0]
+    short = build_datasets(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, rows, max_length=200)).train[0]
+    assert len(full["input_ids"]) > 200 >= len(short["input_ids"]) > 100
+    tiny = build_datasets(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, rows, max_length=30)).train[0]
+    assert isinstance(tiny, SkippedVideo) and "more than max_length 30" in tiny.reason
+
+
+def test_config_from_yaml_and_its_errors(tmp_path: Path) -> None:
+    path = tmp_path / "chat.yaml"
+    path.write_text(f"""
+output_dir: {tmp_path / 'run'}
+model: fluxvit_tiny_patch14
+data: {{train: {tmp_path / 'train.jsonl'}, batch_size: 4}}
+chat: {{llm: {tmp_path / 'llm'}, vision: fluxvit_tiny_patch14, budget: 128, tokens_per_frame: 16, lora: true}}
+""")
+    cfg = load_config(path, ChatConfig)
+    assert cfg.optim.lr == 1e-3 and cfg.chat.lora and cfg.chat.lora_rank == 16 and cfg.chat.projector == "linear"
+    path.write_text(path.read_text() + "init_checkpoint: vit.pt\n")
+    with pytest.raises(ConfigError, match="chat.vision"):
+        load_config(path, ChatConfig)
+    path.write_text(f"output_dir: x\ndata: {{train: t.jsonl}}\nchat: {{llm: l, vision: v, projector: conv}}\n")
+    with pytest.raises(ConfigError, match="chat.projector"):
+        load_config(path, ChatConfig)
+
+
+def test_the_training_engine_runs_checkpoints_and_resumes_the_recipe(toy_chat: ToyChat, tmp_path: Path) -> None:
+    base = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train).model_dump(mode="json")
+    base.update(max_steps=4, epochs=10, save_every=2, log_every=1)
+    cfg = ChatConfig.model_validate(base)
+    data = build_datasets(cfg)
+    Trainer(cfg, build_recipe(cfg), data.train, data.collate).fit()
+    stored = torch.load(checkpoint_files(cfg.output_dir)[-1], map_location="cpu", weights_only=False)
+    assert set(stored["recipe"]) == {"projector.norm.weight", "projector.norm.bias", "projector.net.weight",
+                                     "projector.net.bias"}  # the ViT and LLM are not stored
+    cfg = ChatConfig.model_validate({**base, "max_steps": 6})
+    recipe = build_recipe(cfg)
+    trainer = Trainer(cfg, recipe, data.train, data.collate)
+    assert trainer.resume() and trainer.state.step == 4
+    torch.testing.assert_close(recipe.projector.net.weight, stored["recipe"]["projector.net.weight"])
+    trainer.fit()
+    losses = [json.loads(line)["loss"] for line in (cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    recipe.export(cfg.output_dir)
+    assert read_projector_info(cfg.output_dir / "projector.safetensors").budget == BUDGET

@@ -1,0 +1,176 @@
+"""Chat-centric training (paper 4.4 and appendix "Chat Centric Training"), the "linear probe" setting:
+FluxViT and the LLM stay frozen and only the projector between them trains (optionally LoRA on the LLM too),
+on instruction data in JSONL with the loss on the answer tokens only.
+
+The ViT and the LLM are loaded from their own paths and are not part of training checkpoints; ``export``
+writes the projector file (and the LoRA adapter folder next to it) that ``fluxvid chat`` loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from chat.data import InstructionCollate, InstructionDataset, read_instructions
+from chat.llm import add_lora, decoder_and_head, llm_dim, load_llm, load_tokenizer, video_token_id
+from chat.projector import Projector, ProjectorInfo, ProjectorKind, save_projector
+from chat.prompt import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, splice_video
+from chat.vision import VisionTower, check_tokens_per_frame, load_vision, video_token_count
+from encoder import FluxViTConfig, get_config, list_models, plan
+from encoder.checkpoint import read_checkpoint
+
+from ..config import OptimConfig, Strict, TrainConfig
+from ..recipe import Recipe
+
+
+class ChatSection(Strict):
+    llm: str = Field(description="LLM folder saved by transformers (or a hub id on an online machine)")
+    vision: str = Field(description="FluxViT checkpoint file; a registered model name gives seeded random "
+                                    "weights (smoke tests only)")
+    budget: int = Field(1024, ge=1, description="vision token budget (the sampling follows its plan)")
+    projector: ProjectorKind = Field("linear", description="linear (the paper's) or mlp2 (two-layer GELU)")
+    tokens_per_frame: int | None = Field(None, ge=1, description="pool each frame to this square count; "
+                                                                  "None sends every kept token")
+    lora: bool = False
+    lora_rank: int = Field(16, ge=1)
+    max_length: int = Field(2048, ge=16, description="token limit of a sample; later turns beyond it are dropped")
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+
+
+class ChatConfig(TrainConfig):
+    """``data.train`` / ``data.val`` are instruction JSONL files; ``data.budgets``, ``flexible``, ``frames``
+    and ``resolution`` are not used (``chat.budget`` fixes the sampling). ``model`` names the architecture
+    of a released (config-less) ViT checkpoint."""
+
+    # The paper's stage-1 lr; no weight decay and AdamW's usual betas as in LLaVA-style projector training.
+    # The paper's 3% warm-up is a ratio of the run: set optim.warmup_steps to 0.03 x the step count.
+    optim: OptimConfig = OptimConfig(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999))
+    drop_path: float = 0.0
+    chat: ChatSection
+
+    @model_validator(mode="after")
+    def _vision_from_chat_section(self) -> "ChatConfig":
+        if self.init_checkpoint is not None:
+            raise ValueError("chat training takes the ViT from chat.vision; leave init_checkpoint unset")
+        return self
+
+
+def vision_config(cfg: ChatConfig) -> FluxViTConfig:
+    """The ViT's architecture without building it, as :func:`chat.vision.load_vision` will: the checkpoint's
+    FluxVid config, else the registered ``model`` (released checkpoints), or the registered name itself."""
+    source = cfg.chat.vision
+    if Path(source).expanduser().is_file():
+        _, metadata = read_checkpoint(Path(source).expanduser())
+        return FluxViTConfig.from_dict(metadata["config"]) if "config" in metadata else get_config(cfg.model)
+    if source not in list_models():
+        raise ValueError(f"chat.vision {source!r} is neither a FluxViT checkpoint file nor a registered model "
+                         f"({', '.join(list_models())})")
+    return get_config(source)
+
+
+def _llm_dtype(precision: str) -> torch.dtype:
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _source_name(source: str) -> str:
+    """Local paths are recorded absolute (the projector file may be used from anywhere); names as given."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
+class ChatRecipe(Recipe):
+    """Batch (from :func:`build_datasets`' collate): ``video [B, 3, T, S, S]``, ``input_ids`` / ``labels`` /
+    ``attention_mask`` ``[B, L]`` with the video placeholder repeated once per video token."""
+
+    frozen_prefixes = ("vision.", "llm.")
+
+    def __init__(self, cfg: ChatConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        section = cfg.chat
+        self.vision = VisionTower(load_vision(section.vision, cfg.model), section.budget, section.tokens_per_frame)
+        llm, tokenizer = load_llm(section.llm, dtype=_llm_dtype(cfg.precision))
+        if cfg.grad_checkpointing:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.video_id = video_token_id(tokenizer)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.projector = Projector(section.projector, self.vision.dim, llm_dim(llm))
+            self.llm = add_lora(llm, section.lora_rank) if section.lora else llm
+
+    def train(self, mode: bool = True) -> "ChatRecipe":
+        """The ViT stays in eval mode (frozen features); the LLM follows (for gradient checkpointing)."""
+        super().train(mode)
+        self.vision.eval()
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The projector plus the LoRA weights, which live under the frozen ``llm.`` prefix."""
+        trainable = {name for name, param in self.named_parameters() if param.requires_grad}
+        return {k: v for k, v in self.state_dict().items()
+                if k in trainable or not k.startswith(self.frozen_prefixes)}
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        video = self.projector(self.vision(batch["video"]))
+        embeds = splice_video(self.llm.get_input_embeddings(), batch["input_ids"], video, self.video_id)
+        decoder, head = decoder_and_head(self.llm)
+        hidden = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"], use_cache=False)
+        targets = batch["labels"][:, 1:]
+        answer = targets != IGNORE_INDEX
+        logits = head(hidden.last_hidden_state[:, :-1][answer]).float()
+        loss = F.cross_entropy(logits, targets[answer])
+        accuracy = (logits.detach().argmax(-1) == targets[answer]).float().mean()
+        return loss, {"answer_accuracy": float(accuracy), "answer_tokens": float(answer.sum())}
+
+    def export(self, path: str | Path) -> None:
+        """Write the projector file (a folder gets ``projector.safetensors``) and, with LoRA, the adapter
+        folder ``<name>-lora`` beside it."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "projector.safetensors"
+        section = self.cfg.chat
+        lora = None
+        if section.lora:
+            lora = f"{path.stem}-lora"
+            self.llm.save_pretrained(str(path.parent / lora))
+        info = ProjectorInfo(
+            kind=section.projector, vision_dim=self.vision.dim, llm_dim=llm_dim(self.llm),
+            vision=_source_name(section.vision), vision_model=self.vision.vit.config.name,
+            llm=_source_name(section.llm), budget=section.budget, tokens_per_frame=section.tokens_per_frame,
+            lora=lora,
+        )
+        save_projector(self.projector, info, path)
+
+
+class ChatData(NamedTuple):
+    train: InstructionDataset
+    val: InstructionDataset | None
+    collate: InstructionCollate
+
+
+def build_recipe(cfg: ChatConfig) -> ChatRecipe:
+    return ChatRecipe(cfg)
+
+
+def build_datasets(cfg: ChatConfig) -> ChatData:
+    """Datasets over ``data.train`` (and ``data.val``) and the collate function that makes the recipe's batch."""
+    section = cfg.chat
+    vit = vision_config(cfg)
+    sampling = plan(section.budget, vit)
+    check_tokens_per_frame(sampling, vit.patch_size, section.tokens_per_frame)
+    tokenizer = load_tokenizer(section.llm)
+    count = video_token_count(sampling, vit.tubelet_size, section.tokens_per_frame)
+
+    def dataset(source: Path) -> InstructionDataset:
+        return InstructionDataset(source, read_instructions(source, cfg.data.root), tokenizer, sampling,
+                                  video_token_id(tokenizer), count, section.system_prompt, section.max_length)
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return ChatData(dataset(cfg.data.train), dataset(cfg.data.val) if cfg.data.val else None,
+                    InstructionCollate(pad_id if pad_id is not None else 0))
