@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -92,18 +93,30 @@ def test_ft_trains_evaluates_and_tunes_budgets_from_the_command_line(library: Pa
 
 
 def test_torchrun_runs_two_ddp_processes_from_the_same_command(library: Path, tmp_path: Path) -> None:
+    """Batch size 1 and a corrupt video: one rank meets an empty micro-batch, and both ranks skip it together."""
+    train = tmp_path / "train.jsonl"
+    rows = [{**r, "path": str(library / r["path"])}
+            for r in map(json.loads, (library / "train.jsonl").read_text().splitlines()[:3])]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows + [{"path": str(broken), "label": 1}]))
     config = write_config(tmp_path / "ddp.yaml", library, tmp_path / "ddp", max_steps=4, save_every=4,
-                          distributed={"backend": "ddp"})
+                          distributed={"backend": "ddp"}, data={"train": str(train), "batch_size": 1})
     with socket.socket() as probe:  # a free port: torchrun passes --master_port to the workers as given
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                 "--master_port", str(port), "-m", "app.cli"]
-    done = fluxvid("train", "ft", "--config", str(config), launcher=launcher)
+    done = fluxvid("train", "ft", "--config", str(config), launcher=launcher, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "step-0000004.pt", weights_only=False)
-    assert checkpoint["state"]["samples"] == 4 * 4 * 2, "both ranks consumed batches"
+    assert checkpoint["state"]["samples"] == 4 * 1 * 2, "both ranks consumed batches"
     assert len(checkpoint["rng"]) == 2, "every rank's RNG state is kept for an exact resume"
+    skipped = [json.loads(line) for f in (tmp_path / "ddp").glob("skipped-rank*.jsonl")
+               for line in f.read_text().splitlines()]
+    assert skipped and {s["path"] for s in skipped} == {str(broken)}
+    metrics = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 4 and all(math.isfinite(m["loss"]) for m in metrics)
 
 
 def test_clip_trains_a_dual_encoder_that_retrieves_by_colour(library: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""All-gather with gradient under a real 2-process gloo group (CPU): gathered negatives and gradients."""
+"""All-gather with gradient under a real 2-process gloo group (CPU): gathered negatives and gradients, with equal
+and with unequal rows per rank (a rank whose batch lost an undecodable video)."""
 
 from __future__ import annotations
 
@@ -11,34 +12,38 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-WORLD, ROWS, DIM, TEMPERATURE = 2, 3, 4, 0.1
+WORLD, TOTAL, DIM, TEMPERATURE = 2, 6, 4, 0.1
 
 
 def _global_batch() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(7)
-    return torch.randn(WORLD * ROWS, DIM, generator=gen), torch.randn(WORLD * ROWS, DIM, generator=gen)
+    return torch.randn(TOTAL, DIM, generator=gen), torch.randn(TOTAL, DIM, generator=gen)
 
 
-def _reference_sum_of_rank_losses(video: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+def _rows(rank: int, split: tuple[int, ...]) -> slice:
+    return slice(sum(split[:rank]), sum(split[:rank + 1]))
+
+
+def _reference_sum_of_rank_losses(video: torch.Tensor, text: torch.Tensor, split: tuple[int, ...]) -> torch.Tensor:
     """Each rank's loss written out by hand: its rows against every column, both directions."""
     v, t = F.normalize(video, dim=-1), F.normalize(text, dim=-1)
     total = video.new_zeros(())
     for rank in range(WORLD):
-        rows = slice(rank * ROWS, (rank + 1) * ROWS)
-        targets = torch.arange(rank * ROWS, (rank + 1) * ROWS)
+        rows = _rows(rank, split)
+        targets = torch.arange(rows.start, rows.stop)
         total = total + (F.cross_entropy(v[rows] @ t.T / TEMPERATURE, targets)
                          + F.cross_entropy(t[rows] @ v.T / TEMPERATURE, targets)) / 2
     return total
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, port: int, out_dir: str, split: tuple[int, ...]) -> None:
     from training.gather import gather_with_grad
     from training.losses import info_nce
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         video_all, text_all = _global_batch()
-        rows = slice(rank * ROWS, (rank + 1) * ROWS)
+        rows = _rows(rank, split)
         video = video_all[rows].clone().requires_grad_(True)
         text = text_all[rows].clone().requires_grad_(True)
 
@@ -62,9 +67,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_gather_with_grad_and_info_nce_across_two_gloo_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("split", [(3, 3), (4, 2)])
+def test_gather_with_grad_and_info_nce_across_two_gloo_ranks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: tuple[int, int]) -> None:
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # loopback only: the sandbox has no other network
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path), split), nprocs=WORLD, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     video_all, text_all = _global_batch()
 
@@ -72,23 +79,23 @@ def test_gather_with_grad_and_info_nce_across_two_gloo_ranks(tmp_path: Path, mon
         # every rank sees the whole batch, in rank order
         assert torch.equal(result["gathered"], video_all)
         # d/dx of sum_r sum(gathered * W_r), W_r = arange * (r + 1): each rank's slice of sum_r W_r = 3 * arange
-        rows = slice(rank * ROWS, (rank + 1) * ROWS)
-        expected = 3 * torch.arange(WORLD * ROWS * DIM, dtype=torch.float32).reshape(WORLD * ROWS, DIM)[rows]
+        rows = _rows(rank, split)
+        expected = 3 * torch.arange(TOTAL * DIM, dtype=torch.float32).reshape(TOTAL, DIM)[rows]
         assert torch.equal(result["linear_grad"], expected)
 
     video = video_all.clone().requires_grad_(True)
     text = text_all.clone().requires_grad_(True)
-    reference = _reference_sum_of_rank_losses(video, text)
+    reference = _reference_sum_of_rank_losses(video, text, split)
     reference.backward()
     assert torch.isclose(sum(r["loss"] for r in results), reference.detach(), rtol=1e-5)
     for rank, result in enumerate(results):
-        rows = slice(rank * ROWS, (rank + 1) * ROWS)
+        rows = _rows(rank, split)
         # gradients include what the other rank's loss sends back through the gathered negatives
         assert torch.allclose(result["video_grad"], video.grad[rows], atol=1e-6)
         assert torch.allclose(result["text_grad"], text.grad[rows], atol=1e-6)
 
-    # the mean of the ranks' losses is the plain CLIP loss over the global batch
-    logits = F.normalize(video_all, dim=-1) @ F.normalize(text_all, dim=-1).T / TEMPERATURE
-    targets = torch.arange(WORLD * ROWS)
-    global_loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-    assert torch.isclose(sum(r["loss"] for r in results) / WORLD, global_loss, rtol=1e-5)
+    if split[0] == split[1]:  # the mean of equal ranks' losses is the plain CLIP loss over the global batch
+        logits = F.normalize(video_all, dim=-1) @ F.normalize(text_all, dim=-1).T / TEMPERATURE
+        targets = torch.arange(TOTAL)
+        global_loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        assert torch.isclose(sum(r["loss"] for r in results) / WORLD, global_loss, rtol=1e-5)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import socket
 import time
 from contextlib import nullcontext
@@ -197,7 +198,12 @@ class Trainer:
         meta = {"state": asdict(self.state), "rng": rng, "config": self.cfg.model_dump(mode="json")}
         if self.engine is not None:
             tag = f"step-{self.state.step:07d}"
-            self.engine.save_checkpoint(str(self.out / CHECKPOINTS / "deepspeed"), tag=tag, client_state=meta)
+            folder = self.out / CHECKPOINTS / "deepspeed"
+            # frozen parts (teachers, LLMs) are rebuilt from their own files, as in the plain checkpoints
+            self.engine.save_checkpoint(str(folder), tag=tag, client_state=meta, exclude_frozen_parameters=True)
+            if self.ctx.is_main:
+                for old in sorted(folder.glob("step-*"))[: -self.keep_checkpoints]:
+                    shutil.rmtree(old)
             return
         if not self.ctx.is_main:
             return
@@ -215,7 +221,7 @@ class Trainer:
             folder = self.out / CHECKPOINTS / "deepspeed"
             if not (folder / "latest").exists():
                 return False
-            _, meta = self.engine.load_checkpoint(str(folder))
+            _, meta = self.engine.load_checkpoint(str(folder), load_module_strict=False)
         else:
             files = checkpoint_files(self.out)
             if not files:
@@ -250,11 +256,16 @@ class Trainer:
                 f.write(json.dumps({"step": self.state.step, "path": item.path, "reason": item.reason}) + "\n")
 
     def _micro_step(self, batch: dict[str, Any], sync: bool) -> tuple[float, dict[str, float]] | None:
-        """Forward and backward of one micro-batch; None when every video of it failed to decode."""
+        """Forward and backward of one micro-batch; None when every video of it failed to decode on some rank.
+
+        Ranks skip together: a rank that ran a DDP backward alone would wait forever for the others.
+        """
         skipped = batch.pop("skipped", [])
         if skipped:
             self._record_skipped(skipped)
-        if not batch:
+        if not self._every_rank_has_data(bool(batch)):
+            if sync and isinstance(self.model, DistributedDataParallel):
+                self._average_gradients()  # the earlier micro-steps ran under no_sync
             return None
         batch = _to_device(batch, self.ctx.device)
         no_sync = self.model.no_sync if isinstance(self.model, DistributedDataParallel) and not sync else nullcontext
@@ -267,6 +278,22 @@ class Trainer:
             else:
                 self.scaler.scale(loss / self.cfg.grad_accum).backward()
         return float(loss.detach()), metrics
+
+    def _every_rank_has_data(self, has_data: bool) -> bool:
+        if self.ctx.world_size == 1:
+            return has_data
+        flag = torch.tensor([int(has_data)], device=self.ctx.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def _average_gradients(self) -> None:
+        grads = [p.grad for p in self.recipe.parameters() if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.ctx.world_size
+            for grad, mean in zip(grads, flat.split([g.numel() for g in grads])):
+                grad.copy_(mean.view_as(grad))
 
     def _optimizer_step(self) -> None:
         if self.engine is not None:

@@ -21,28 +21,45 @@ def distributed_world() -> tuple[int, int]:
     return 0, 1
 
 
+def rows_per_rank(rows: int) -> list[int]:
+    """Every rank's row count (ranks differ when a video of one rank's batch could not be decoded)."""
+    _, world = distributed_world()
+    if world == 1:
+        return [rows]
+    counts = torch.zeros(world, dtype=torch.long, device=_device())
+    counts[dist.get_rank()] = rows
+    dist.all_reduce(counts)
+    return counts.tolist()
+
+
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, tensor: torch.Tensor, counts: list[int]) -> torch.Tensor:
         rank, world = distributed_world()
-        ctx.rank, ctx.rows = rank, tensor.shape[0]
-        parts = [torch.empty_like(tensor) for _ in range(world)]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
+        ctx.start, ctx.rows = sum(counts[:rank]), tensor.shape[0]
+        padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))  # all_gather needs one shape
+        padded[:tensor.shape[0]] = tensor
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.contiguous())
+        return torch.cat([part[:n] for part, n in zip(parts, counts)], dim=0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+        return grad[ctx.start:ctx.start + ctx.rows], None
 
 
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+def gather_with_grad(tensor: torch.Tensor, counts: list[int] | None = None) -> torch.Tensor:
     """Concatenate ``tensor`` ``[N, ...]`` from every rank in rank order (identity without a process group).
 
-    Every rank must pass the same shape.
+    Ranks may hold different N; pass ``counts`` (from :func:`rows_per_rank`) when it is already known.
     """
     _, world = distributed_world()
     if world == 1:
         return tensor
-    return _GatherWithGrad.apply(tensor)
+    return _GatherWithGrad.apply(tensor, counts if counts is not None else rows_per_rank(tensor.shape[0]))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gather import distributed_world, gather_with_grad
+from .gather import distributed_world, gather_with_grad, rows_per_rank
 
 #: UMT's VTC temperature: initialised at 0.07 (logit scale 1 / 0.07) and kept inside [0.001, 0.5].
 TEMPERATURE_INIT = 0.07
@@ -69,9 +69,10 @@ def info_nce(video: torch.Tensor, text: torch.Tensor, temperature: torch.Tensor)
         raise ValueError(f"video {tuple(video.shape)} and text {tuple(text.shape)} must both be [B, D]")
     v = F.normalize(video.float(), dim=-1)
     t = F.normalize(text.float(), dim=-1)
-    all_v, all_t = gather_with_grad(v), gather_with_grad(t)
+    counts = rows_per_rank(v.shape[0])
+    all_v, all_t = gather_with_grad(v, counts), gather_with_grad(t, counts)
     rank, _ = distributed_world()
-    targets = torch.arange(v.shape[0], device=v.device) + rank * v.shape[0]
+    targets = torch.arange(v.shape[0], device=v.device) + sum(counts[:rank])
     scale = 1.0 / temperature.float()
     v2t = F.cross_entropy(v @ all_t.T * scale, targets)
     t2v = F.cross_entropy(t @ all_v.T * scale, targets)
