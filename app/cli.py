@@ -12,6 +12,7 @@ import typer  # noqa: E402
 
 from chat.cli import app as chat_app  # noqa: E402
 from encoder.cli import app as encoder_app  # noqa: E402
+from retrieval.cli import app as retrieval_app  # noqa: E402
 from training.cli import app as train_app  # noqa: E402
 from training.cli import eval_app  # noqa: E402
 
@@ -21,6 +22,7 @@ app.add_typer(encoder_app, name="encoder")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(chat_app)
+app.add_typer(retrieval_app, name="retrieval")
 
 
 def main() -> None:

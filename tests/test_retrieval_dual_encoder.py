@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,27 @@ def test_text_weights_load_from_an_open_clip_checkpoint(tmp_path: Path) -> None:
     target.load_text_weights(tmp_path / "oc.pt")
     with torch.no_grad():
         assert torch.equal(target.encode_text(["hello"]), source.encode_text(["hello"]))
+
+
+def test_import_command_writes_a_dual_encoder_file_equal_to_the_release(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    source = tiny(**NO_FLUX)
+    vision, text = internvideo2_state(source)
+    torch.save({"module": vision | text}, tmp_path / "iv2_clip.pth")
+    out = tmp_path / "models" / "iv2.pt"
+    runner = CliRunner()
+    done = runner.invoke(app, ["retrieval", "import-internvideo2", str(tmp_path / "iv2_clip.pth"), "--out", str(out),
+                               "--text", json.dumps(TINY_TEXT)])
+    assert done.exit_code == 0, done.output
+    imported = DualEncoder.load(out)
+    assert imported.model_id in done.output
+    with torch.no_grad():
+        assert torch.allclose(imported.encode_text(["a dog"]), source.encode_text(["a dog"]), atol=1e-6)
+    torch.save({"module": text}, tmp_path / "text_only.pth")
+    refused = runner.invoke(app, ["retrieval", "import-internvideo2", str(tmp_path / "text_only.pth"),
+                                  "--out", str(tmp_path / "x.pt"), "--text", json.dumps(TINY_TEXT)])
+    assert refused.exit_code == 2 and "text_only.pth" in refused.output and not (tmp_path / "x.pt").exists()
+
