@@ -12,6 +12,8 @@ import typer  # noqa: E402
 
 from chat.cli import app as chat_app  # noqa: E402
 from encoder.cli import app as encoder_app  # noqa: E402
+from index.cli import app as index_app  # noqa: E402
+from index.cli import search  # noqa: E402
 from retrieval.cli import app as retrieval_app  # noqa: E402
 from training.cli import app as train_app  # noqa: E402
 from training.cli import eval_app  # noqa: E402
@@ -23,6 +25,8 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(chat_app)
 app.add_typer(retrieval_app, name="retrieval")
+app.add_typer(index_app, name="index")
+app.command("search")(search)
 
 
 def main() -> None:

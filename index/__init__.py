@@ -1,0 +1,14 @@
+"""The offline video-library index: SQLite (source of truth) + FAISS (derived), built incrementally.
+
+See docs/index.md for the storage layout, crash-safety guarantees and cluster use.
+"""
+
+from .build import BuildProgress, BuildReport, build_index, file_sha256, merge_indexes
+from .sources import SourceItem, parse_shard, read_source
+from .store import IndexInfo, IndexStoreError, SegmentRecord, SkippedFile
+from .video_index import IndexStats, VideoIndex
+
+__all__ = [
+    "BuildProgress", "BuildReport", "IndexInfo", "IndexStats", "IndexStoreError", "SegmentRecord", "SkippedFile",
+    "SourceItem", "VideoIndex", "build_index", "file_sha256", "merge_indexes", "parse_shard", "read_source",
+]

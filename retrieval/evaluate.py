@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
 
 import torch
 from tqdm import tqdm
@@ -13,6 +16,9 @@ from encoder.video import Annotation, SkippedVideo, VideoDataset, VideoLoader
 
 from .dual_encoder import DualEncoder
 from .metrics import RetrievalMetrics, retrieval_metrics
+
+if TYPE_CHECKING:
+    from index.video_index import VideoIndex
 
 
 @dataclass
@@ -56,3 +62,27 @@ def evaluate_retrieval(
     similarity = text @ video.T
     return RetrievalResult(retrieval_metrics(similarity, targets), retrieval_metrics(similarity, targets, True),
                            len(kept), len(rows), loader.skipped)
+
+
+@torch.inference_mode()
+def evaluate_index_retrieval(index: "VideoIndex", model: DualEncoder, annotations: Sequence[Annotation]
+                             ) -> RetrievalResult:
+    """Text->video over an index's stored whole-video vectors (no re-encoding): every captioned row's video
+    must be in the index; rows whose video was skipped or is absent are left out and reported."""
+    captioned = [a for a in annotations if a.caption]
+    if not captioned:
+        raise ValueError("no annotation has a caption: retrieval needs a 'caption' column")
+    whole = {record.path: record.id for record in index.segments(list(index.allowed_ids("s.whole = 1", []))).values()}
+    paths = sorted({str(Path(a.path).resolve()) for a in captioned} & set(whole))
+    if not paths:
+        raise ValueError(f"none of the annotated videos is in the index {index.dir}")
+    column = {p: j for j, p in enumerate(paths)}
+    rows = [a for a in captioned if str(Path(a.path).resolve()) in column]
+    missing = sorted({a.path for a in captioned} - {a.path for a in rows})
+    video = torch.from_numpy(np.stack([index.vector(whole[p]) for p in paths]))
+    text = torch.cat([model.encode_text([a.caption for a in rows[i:i + 256]]).float().cpu()
+                      for i in range(0, len(rows), 256)])
+    targets = torch.tensor([column[str(Path(a.path).resolve())] for a in rows])
+    similarity = text @ video.T
+    return RetrievalResult(retrieval_metrics(similarity, targets), retrieval_metrics(similarity, targets, True),
+                           len(paths), len(rows), [SkippedVideo(-1, p, "not in the index") for p in missing])

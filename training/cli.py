@@ -220,9 +220,12 @@ def eval_classify(
 
 @eval_app.command("retrieval")
 def eval_retrieval(
-    model: Path = typer.Option(..., help="Dual encoder file from `fluxvid train clip` (or the InternVideo2 loader)."),
     data: Path = typer.Option(..., help="Annotations with path and caption (several captions per video allowed)."),
-    budget: str = typer.Option("512,1024,2048", help=BUDGET_HELP),
+    model: Path | None = typer.Option(
+        None, help="Dual encoder file from `fluxvid train clip` (default with --index: the index's own)."),
+    index: list[Path] = typer.Option(
+        [], help="Score an index's stored whole-video vectors instead of re-encoding (repeatable: one per budget)."),
+    budget: str = typer.Option("512,1024,2048", help=BUDGET_HELP + " Ignored with --index (the index's budget)."),
     batch_size: int = typer.Option(8, min=1),
     workers: int = typer.Option(2, min=0),
     as_json: bool = typer.Option(False, "--json"),
@@ -231,20 +234,36 @@ def eval_retrieval(
     import torch
 
     from encoder.budget import plan
+    from index import IndexStoreError, VideoIndex
     from retrieval.dual_encoder import DualEncoder
-    from retrieval.evaluate import evaluate_retrieval
+    from retrieval.evaluate import evaluate_index_retrieval, evaluate_retrieval
 
+    if model is None and not index:
+        fail("give --model, or --index to score built indexes")
     try:
-        dual = DualEncoder.load(model)
         items = read_annotations(data)
-    except (AnnotationError, FileNotFoundError, ValueError) as exc:
+        rows = []
+        for folder in index:
+            opened = VideoIndex.open(folder)
+            dual = DualEncoder.load(model or opened.info.model_path)
+            if dual.model_id != opened.info.model_id:
+                raise IndexStoreError(folder, f"was built with {opened.info.model_id}, not {model}")
+            p = plan(opened.info.budget, dual.vision.config)
+            result = evaluate_index_retrieval(opened, dual, items)
+            rows += _retrieval_rows(result, p, f"{folder}")
+        if not index:
+            dual = DualEncoder.load(model)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            for b in parse_budgets(budget):
+                p = plan(b, dual.vision.config)
+                rows += _retrieval_rows(evaluate_retrieval(dual, items, p, batch_size, workers, device=device), p)
+    except (AnnotationError, IndexStoreError, FileNotFoundError, ValueError) as exc:
         fail(exc)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    rows = []
-    for b in parse_budgets(budget):
-        p = plan(b, dual.vision.config)
-        result = evaluate_retrieval(dual, items, p, batch_size, workers, device=device)
-        for name, metrics in (("plain", result.plain), ("dual softmax", result.dual_softmax)):
-            rows.append({"budget": b, "sampling": f"{p.frames}x{p.resolution}", "GMACs": round(p.est_gmacs, 2),
-                         "scoring": name, **metrics.as_dict(), "videos": result.videos, "skipped": len(result.skipped)})
     _print_rows(rows, as_json, f"retrieval on {data}")
+
+
+def _retrieval_rows(result: Any, p: Any, source: str | None = None) -> list[dict[str, Any]]:
+    return [{**({"index": source} if source else {}), "budget": p.budget, "sampling": f"{p.frames}x{p.resolution}",
+             "GMACs": round(p.est_gmacs, 2), "scoring": name, **metrics.as_dict(), "videos": result.videos,
+             "skipped": len(result.skipped)}
+            for name, metrics in (("plain", result.plain), ("dual softmax", result.dual_softmax))]

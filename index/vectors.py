@@ -1,0 +1,125 @@
+"""FAISS over the segment vectors: exact (flat inner product), HNSW, or IVF-PQ, with ids equal to SQLite's.
+
+The FAISS file is derived from the SQLite store and named after the store's generation
+(``vectors-<generation>.faiss``), written to a temporary file and renamed: a reader never sees a half-written
+file, and a file of an older generation is simply rebuilt. Filters reach FAISS as an id selector, so a filtered
+search ranks only the allowed segments instead of truncating an unfiltered top-k.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+IndexType = Literal["flat", "hnsw", "ivfpq"]
+INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivfpq")
+AUTO_HNSW_FROM = 200_000
+"""``auto`` keeps exact search up to this many segments (a flat scan stays in the milliseconds), then HNSW."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Recall/speed knobs of the approximate indexes (defaults reach recall@10 >= 0.95: see bench/search.py)."""
+
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    ivf_nprobe: int = 32
+
+
+def resolve_type(requested: str, count: int) -> IndexType:
+    if requested not in INDEX_TYPES:
+        raise ValueError(f"unknown index type {requested!r}; choose one of {INDEX_TYPES}")
+    if requested == "auto":
+        return "hnsw" if count >= AUTO_HNSW_FROM else "flat"
+    return requested  # type: ignore[return-value]
+
+
+def build(ids: np.ndarray, vectors: np.ndarray, kind: IndexType, settings: SearchSettings = SearchSettings(),
+          seed: int = 0) -> faiss.Index:
+    """An index over ``vectors`` ``[N, D]`` (unit rows) answering with ``ids``; IVF-PQ trains on a sample."""
+    dim = vectors.shape[1]
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if kind == "flat":
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    elif kind == "hnsw":
+        graph = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = settings.hnsw_ef_construction
+        index = faiss.IndexIDMap2(graph)
+    elif kind == "ivfpq":
+        nlist = max(1, min(int(4 * math.sqrt(max(len(vectors), 1))), max(len(vectors) // 39, 1)))
+        subquantizers = next(m for m in (64, 32, 16, 8, 4, 2, 1) if dim % m == 0)
+        bits = 8 if len(vectors) >= 256 * 39 else max(1, int(math.log2(max(len(vectors) // 39, 2))))
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, subquantizers, bits, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors
+        if len(vectors) > 256 * nlist:
+            pick = np.random.default_rng(seed).choice(len(vectors), 256 * nlist, replace=False)
+            sample = vectors[np.sort(pick)]
+        index.train(sample)
+    else:
+        raise ValueError(f"unknown index type {kind!r}")
+    if len(vectors):
+        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+    return index
+
+
+def on_gpu(index: faiss.Index) -> faiss.Index:
+    """The same index on GPU 0 when this faiss build has GPUs (faiss-gpu), else unchanged."""
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    return index
+
+
+def search(index: faiss.Index, kind: IndexType, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+           settings: SearchSettings = SearchSettings()) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) ``[Q, k]``; ids are -1 where fewer than k segments exist or pass the filter."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64)) if allowed is not None else None
+    if kind == "hnsw":
+        params = faiss.SearchParametersHNSW(efSearch=max(settings.hnsw_ef_search, k))
+    elif kind == "ivfpq":
+        params = faiss.SearchParametersIVF(nprobe=settings.ivf_nprobe)
+    else:
+        params = faiss.SearchParameters()
+    if selector is not None:
+        params.sel = selector
+    return index.search(queries, k, params=params)
+
+
+def file_for(index_dir: Path, generation: int) -> Path:
+    return index_dir / f"vectors-{generation}.faiss"
+
+
+def save(index: faiss.Index, index_dir: Path, generation: int) -> Path:
+    """Write atomically, then drop the files of other generations."""
+    target = file_for(index_dir, generation)
+    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=target.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    for old in index_dir.glob("vectors-*.faiss"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def load(index_dir: Path, generation: int) -> faiss.Index | None:
+    """The FAISS file of this generation, or None when it is missing or unreadable (it is then rebuilt)."""
+    path = file_for(index_dir, generation)
+    if not path.is_file():
+        return None
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError:
+        return None

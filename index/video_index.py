@@ -1,0 +1,139 @@
+"""``VideoIndex``: a built index opened for searching (thread-safe; follows a build running beside it)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import vectors
+from .store import IndexStoreError, SegmentRecord, SkippedFile, Store
+
+
+REFINE = 10
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    videos: int
+    segments: int
+    skipped: list[SkippedFile]
+    model_id: str
+    model_path: str
+    budget: int
+    dim: int
+    index_type: str
+    built_at: float
+    window: float
+    stride: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "skipped": [s.__dict__ for s in self.skipped]}
+
+
+class VideoIndex:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        info = store.info()
+        if info is None:
+            raise IndexStoreError(store.dir, "holds no build yet")
+        self.info = info
+        self._lock = threading.RLock()
+        self._generation = -1
+        self._faiss = None
+        self._kind: vectors.IndexType = "flat"
+
+    @classmethod
+    def open(cls, index_dir: str | Path) -> "VideoIndex":
+        """Open an index for searching; :class:`IndexStoreError` when there is none or it is unreadable."""
+        index = cls(Store(index_dir))
+        index._refresh()
+        return index
+
+    @property
+    def dir(self) -> Path:
+        return self.store.dir
+
+    def _refresh(self) -> None:
+        """Load the FAISS file of the store's generation; rebuild it from SQLite when it is stale or missing
+        (a build that was killed before writing it, or one that is still running)."""
+        with self._lock:
+            generation = self.store.generation
+            if generation == self._generation:
+                return
+            loaded = vectors.load(self.dir, generation)
+            ids, matrix = (None, None)
+            if loaded is None:
+                ids, matrix = self.store.vectors(self.info.dim)
+                kind = vectors.resolve_type(self.info.index_type, len(ids))
+                loaded = vectors.build(ids, matrix, kind)
+                try:
+                    vectors.save(loaded, self.dir, generation)
+                except OSError:
+                    pass  # a read-only index folder: keep the rebuilt index in memory
+            count = loaded.ntotal
+            self._kind = vectors.resolve_type(self.info.index_type, count)
+            self._faiss = vectors.on_gpu(loaded)
+            self._generation = generation
+
+    def stats(self) -> IndexStats:
+        with self._lock:
+            videos, segments = self.store.counts()
+            i = self.info
+            return IndexStats(videos, segments, self.store.skipped(), i.model_id, i.model_path, i.budget, i.dim,
+                              i.index_type, self.store.built_at, i.window, i.stride)
+
+    def segment(self, segment_id: int) -> SegmentRecord:
+        with self._lock:
+            found = self.store.segments([segment_id])
+        if segment_id not in found:
+            raise KeyError(f"no segment {segment_id} in index {self.dir}")
+        return found[segment_id]
+
+    def segments(self, ids: list[int]) -> dict[int, SegmentRecord]:
+        with self._lock:
+            return self.store.segments(ids)
+
+    def vector(self, segment_id: int) -> np.ndarray:
+        with self._lock:
+            return self.store.vector(segment_id)
+
+    def contains_path(self, path: str | Path) -> bool:
+        """Whether ``path`` (resolved, so ``..`` tricks do not pass) is an indexed video of this library."""
+        try:
+            resolved = str(Path(path).resolve(strict=True))
+        except (OSError, RuntimeError):
+            return False
+        with self._lock:
+            return self.store.has_path(resolved)
+
+    def allowed_ids(self, where: str, params: list[Any]) -> np.ndarray:
+        with self._lock:
+            return self.store.filtered_ids(where, params)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, segment ids) ``[Q, k]`` by inner product; ids -1 pad when fewer segments qualify.
+
+        IVF-PQ's compressed scores only shortlist ``REFINE`` x k candidates, which are then re-scored exactly
+        with the stored vectors (the usual IVF-PQ + re-ranking set-up)."""
+        self._refresh()
+        with self._lock:
+            if self._kind != "ivfpq":
+                return vectors.search(self._faiss, self._kind, queries, k, allowed)
+            _, shortlist = vectors.search(self._faiss, self._kind, queries, k * REFINE, allowed)
+            stored = self.store.vectors_of({int(i) for i in shortlist.ravel() if i >= 0}, self.info.dim)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for q, candidates in enumerate(shortlist):
+            kept = np.array([i for i in candidates if i in stored], dtype=np.int64)
+            if len(kept):
+                exact = np.stack([stored[int(i)] for i in kept]) @ queries[q]
+                order = np.argsort(-exact, kind="stable")[:k]
+                scores[q, :len(order)], ids[q, :len(order)] = exact[order], kept[order]
+        return scores, ids
+
+    def close(self) -> None:
+        self.store.close()
