@@ -87,9 +87,10 @@ def build_index(
     source: str | Path, index_dir: str | Path, model_path: str | Path, budget: int, *, window: float = 10.0,
     stride: float | None = None, index_type: str = "auto", shard: tuple[int, int] | None = None,
     batch_size: int = 8, num_workers: int = 2, progress: Callable[[BuildProgress], None] | None = None,
-    show_progress: bool = True, device: str | torch.device | None = None,
+    show_progress: bool = True, device: str | torch.device | None = None, prune: bool = True,
 ) -> BuildReport:
-    """Bring the index in ``index_dir`` up to date with ``source`` (see the module docstring)."""
+    """Bring the index in ``index_dir`` up to date with ``source`` (see the module docstring); ``prune=False``
+    adds ``source`` to the library without dropping indexed videos that are not in it."""
     started = time.perf_counter()
     stride = window if stride is None else stride
     vectors.resolve_type(index_type, 0)  # validate before any work
@@ -103,7 +104,7 @@ def build_index(
                                             index_type, window, stride))
         report = BuildReport()
         items = shard_of(read_source(source), shard)
-        todo = _changes(store, items, report)
+        todo = _changes(store, items, report, prune)
         _encode(store, model, todo, plan(budget, model.vision.config), window, stride, batch_size, num_workers,
                 progress, show_progress, device, report)
         report.skipped = store.skipped()
@@ -131,12 +132,14 @@ def _check_or_set_info(store: Store, wanted: IndexInfo) -> None:
         store.set_info(wanted)  # the same weights moved: remember where they are now
 
 
-def _changes(store: Store, items: list[SourceItem], report: BuildReport) -> list[tuple[SourceItem, str, int, float]]:
-    """Files to (re-)encode; drops vanished ones and counts the unchanged ones."""
+def _changes(store: Store, items: list[SourceItem], report: BuildReport, prune: bool
+             ) -> list[tuple[SourceItem, str, int, float]]:
+    """Files to (re-)encode; drops vanished ones (with ``prune``) and counts the unchanged ones."""
     known = store.videos()
     wanted = {item.path for item in items}
-    report.removed = store.remove_paths(p for p in known if p not in wanted)
-    _drop_thumbnails(store, [known[p].sha256 for p in known if p not in wanted])
+    gone = [p for p in known if p not in wanted] if prune else []
+    report.removed = store.remove_paths(gone)
+    _drop_thumbnails(store, [known[p].sha256 for p in gone])
     todo = []
     for item in items:
         try:

@@ -293,6 +293,16 @@ class Store:
             yield NewVideo(row[1], row[2], row[3], row[4], row[5], row[6], row[7], tuple(json.loads(row[8])),
                            json.loads(row[9]), row[10], segs, row[11])
 
+    def write_manifest(self, path: Path) -> Path:
+        """The indexed library as a JSONL manifest (paths and user metadata), to rebuild it in place."""
+        rows = self.db.execute("SELECT path, title, caption, tags, date, metadata FROM videos ORDER BY path")
+        lines = [json.dumps({"path": p, "title": t, "caption": c, "tags": json.loads(g), "date": d, **json.loads(m)})
+                 for p, t, c, g, d, m in rows]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        tmp.replace(path)
+        return path
+
     def has_path(self, path: str) -> bool:
         return self.db.execute("SELECT 1 FROM videos WHERE path = ? AND status = 'ok'", (path,)).fetchone() \
             is not None
