@@ -20,5 +20,11 @@ test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pytest -q
 
+# Every benchmark; each prints its table and saves it under bench/results/.
 bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python bench/encoder.py
+	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/search.py
+	$(BIN)/python bench/index_build.py
+	$(BIN)/python bench/api_load.py

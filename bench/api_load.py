@@ -26,7 +26,7 @@ import torch
 import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/encoder.py must not shadow encoder
 
 from app.server import create_app  # noqa: E402
 from app.settings import ServeSettings  # noqa: E402

@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -138,18 +138,23 @@ def _mismatch_message(report: LoadReport, clashes: list[str], config: FluxViTCon
     return "; ".join(parts)
 
 
-def atomic_torch_save(payload: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """``write(temporary_path)`` beside ``path``, then rename over it: a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return path
+
+
+def atomic_torch_save(payload: Any, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def save_checkpoint(model: FluxViT, path: str | Path, **metadata: Any) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from encoder.video import AnnotationError
+from encoder.video.annotations import jsonl_objects
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv",
                             ".ts", ".3gp"})
@@ -76,18 +76,7 @@ def _read_manifest(source: Path) -> list[SourceItem]:
                 raise AnnotationError(source, 1, "no 'path' column in the header")
             rows = [(reader.line_num, {k.strip(): v for k, v in row.items() if k is not None}) for row in reader]
     elif suffix in (".jsonl", ".ndjson"):
-        rows = []
-        with source.open(encoding="utf-8") as f:
-            for line, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    fields = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise AnnotationError(source, line, f"not valid JSON: {exc.msg}") from None
-                if not isinstance(fields, dict):
-                    raise AnnotationError(source, line, "each line must be a JSON object")
-                rows.append((line, fields))
+        rows = list(jsonl_objects(source))
     else:
         raise ValueError(f"source {source} is neither a folder nor a .csv/.jsonl manifest")
     return [_item(fields, source, line) for line, fields in rows]

@@ -9,14 +9,14 @@ search ranks only the allowed segments instead of truncating an unfiltered top-k
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Mapping
 
 import faiss
 import numpy as np
+
+from encoder.checkpoint import atomic_write
 
 IndexType = Literal["flat", "hnsw", "ivfpq"]
 INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivfpq")
@@ -28,7 +28,8 @@ AUTO_HNSW_FROM = 200_000
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Recall/speed knobs of the approximate indexes (defaults reach recall@10 >= 0.95: see bench/search.py)."""
+    """Recall/speed knobs of the approximate indexes. HNSW's reach recall@10 0.98 at 1M vectors in 0.4 ms;
+    IVF-PQ saves memory at a cost in recall (0.73 at 1M with 10x re-ranking): see bench/search.py."""
 
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
@@ -115,15 +116,7 @@ def file_for(index_dir: Path, generation: int) -> Path:
 
 def save(index: faiss.Index, index_dir: Path, generation: int) -> Path:
     """Write atomically, then drop the files of other generations."""
-    target = file_for(index_dir, generation)
-    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=target.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    target = atomic_write(file_for(index_dir, generation), lambda tmp: faiss.write_index(index, tmp))
     for old in index_dir.glob("vectors-*.faiss"):
         if old != target:
             old.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 COLUMNS = ("path", "label", "caption", "start", "end")
 
@@ -105,8 +105,8 @@ def _read_csv(source: Path, root: Path) -> list[Annotation]:
     return rows
 
 
-def _read_jsonl(source: Path, root: Path) -> list[Annotation]:
-    rows = []
+def jsonl_objects(source: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-blank line; a line that is not a JSON object is an AnnotationError."""
     with source.open(encoding="utf-8") as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
@@ -117,9 +117,15 @@ def _read_jsonl(source: Path, root: Path) -> list[Annotation]:
                 raise AnnotationError(source, line, f"not valid JSON: {exc.msg}") from None
             if not isinstance(fields, dict):
                 raise AnnotationError(source, line, "each line must be a JSON object")
-            if "path" not in fields:
-                raise AnnotationError(source, line, "no 'path' field")
-            rows.append(_row(fields, source, line, root))
+            yield line, fields
+
+
+def _read_jsonl(source: Path, root: Path) -> list[Annotation]:
+    rows = []
+    for line, fields in jsonl_objects(source):
+        if "path" not in fields:
+            raise AnnotationError(source, line, "no 'path' field")
+        rows.append(_row(fields, source, line, root))
     return rows
 
 
