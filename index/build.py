@@ -144,6 +144,13 @@ def _changes(store: Store, items: list[SourceItem], report: BuildReport, prune: 
     for item in items:
         try:
             stat = os.stat(item.path)
+        except FileNotFoundError:
+            if item.path in known:  # listed, but deleted since it was indexed
+                report.removed += store.remove_paths([item.path])
+                _drop_thumbnails(store, [known[item.path].sha256])
+            else:
+                store.commit_video(NewVideo(item.path, "", 0, 0.0, reason="the file does not exist"))
+            continue
         except OSError as exc:
             store.commit_video(NewVideo(item.path, "", 0, 0.0, reason=f"cannot read the file: {exc.strerror}"))
             continue

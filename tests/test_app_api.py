@@ -3,6 +3,7 @@ a missing model, and 50 concurrent searches."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -146,3 +147,34 @@ def test_fifty_concurrent_searches_all_succeed(world: dict) -> None:
     with ThreadPoolExecutor(max_workers=50) as pool:
         codes = list(pool.map(one, range(50)))
     assert codes == [200] * 50
+
+
+def test_library_grows_from_a_folder_in_the_background_and_reindexes(world: dict, tmp_path: Path) -> None:
+    from tests.index_support import coloured_clip
+
+    client = world["client"]
+    before = client.get("/api/library").json()
+    folder = tmp_path / "new_footage"
+    folder.mkdir()
+    coloured_clip(folder / "added.mp4", "green", seconds=3.0, seed=42)
+    job = client.post("/api/library/build", data={"folder": str(folder)}).json()
+    deadline = time.monotonic() + 120
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = client.get(f"/api/library/build/{job['id']}").json()
+    assert job["state"] == "done" and job["videos_done"] == job["videos_total"] == 1, job
+    after = client.get("/api/library").json()
+    assert after["videos"] == before["videos"] + 1, "a folder is added without dropping the library"
+    assert after["segments"] == before["segments"] + 3  # whole video + two 2 s windows of a 3 s clip
+    found = client.get("/api/search", params={"q": "green", "k": 50, "path_prefix": str(folder)}).json()["moments"]
+    assert {m["path"] for m in found} == {str((folder / "added.mp4").resolve())}
+
+    (folder / "added.mp4").unlink()
+    job = client.post("/api/library/build").json()
+    while job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = client.get(f"/api/library/build/{job['id']}").json()
+    assert job["state"] == "done" and "removed 1" in job["message"], job
+    assert client.get("/api/library").json()["videos"] == before["videos"]
+    assert client.get("/api/library/build/nope").status_code == 404
+    assert client.post("/api/library/build", data={"folder": str(tmp_path / "absent")}).status_code == 404
