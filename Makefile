@@ -15,9 +15,14 @@ run: $(BIN)/python
 	$(BIN)/fluxvid encoder models
 	$(BIN)/fluxvid encoder plan
 
-# Install the product with its test extras and run the whole test suite (pytest exits non-zero on no tests).
+# Install the product with its test extras (and Debian's chromium for the browser test, when root with apt),
+# then run the whole test suite (pytest exits non-zero on no tests).
 test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }; }; } || \
+		echo "chromium is not installed: the browser test will be skipped"
 	$(BIN)/python -m pytest -q
 
 # Every benchmark; each prints its table and saves it under bench/results/.
