@@ -15,6 +15,7 @@ from encoder.cli import app as encoder_app  # noqa: E402
 from index.cli import app as index_app  # noqa: E402
 from index.cli import search  # noqa: E402
 from retrieval.cli import app as retrieval_app  # noqa: E402
+from .demo.cli import app as demo_app  # noqa: E402
 from .serve_cli import serve_command  # noqa: E402
 from training.cli import app as train_app  # noqa: E402
 from training.cli import eval_app  # noqa: E402
@@ -29,6 +30,7 @@ app.add_typer(retrieval_app, name="retrieval")
 app.add_typer(index_app, name="index")
 app.command("search")(search)
 app.command("serve")(serve_command)
+app.add_typer(demo_app, name="demo")
 
 
 def main() -> None:

@@ -1,0 +1,110 @@
+"""The demo world: deterministic from its seed, readable by the product's own readers, and its ground truth
+matches its pixels (decoded back from the written mp4 files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.demo.generate import generate_world, load_world, plan_world
+from app.demo.render import centroid_track, orientation, unwrap_degrees
+from app.demo.world import ACTIONS, COLOURS, ClipSpec, WorldConfig
+from chat.data import read_instructions
+from encoder.video import read_annotations, read_frames
+
+CONFIG = WorldConfig(train=30, val=6, test=40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_world(tmp_path_factory.mktemp("demo") / "world", CONFIG, workers=2, progress=False)
+
+
+def test_the_world_follows_its_seed_and_splits_are_disjoint() -> None:
+    first, again = plan_world(CONFIG), plan_world(CONFIG)
+    assert first == again
+    other = plan_world(WorldConfig(train=30, val=6, test=40, seed=4))
+    assert first["train"] != other["train"]
+    signature = {split: {(c.objects, c.actions, c.seed) for c in clips} for split, clips in first.items()}
+    assert not signature["train"] & signature["test"] and not signature["train"] & signature["val"]
+    every = [c for clips in first.values() for c in clips]
+    assert {a.action for c in every for a in c.actions} == set(ACTIONS), "every action occurs"
+    assert any(len(c.actions) > 1 for c in every) and {len(c.objects) for c in every} == {1, 2, 3}
+
+
+def test_manifests_and_questions_read_with_the_products_readers(world: Path) -> None:
+    rows = read_annotations(world / "test.jsonl")
+    clips = read_annotations(world / "test_clips.jsonl")
+    assert len(clips) == CONFIG.test and all(r.caption and r.label is not None for r in rows)
+    assert all(Path(r.path).is_file() for r in clips)
+    moments = [r for r in rows if r.start is not None]
+    assert moments and all(r.end > r.start for r in moments)
+    assert json.loads((world / "classes.json").read_text()) == list(ACTIONS)
+    qa = read_instructions(world / "test_qa.jsonl")
+    assert len(qa) >= 4 * CONFIG.test
+    again = generate_world(world, CONFIG, progress=False)
+    assert again == world and len(load_world(world)["test"]) == CONFIG.test
+
+
+def _frame_at(times: np.ndarray, t: float) -> int:
+    return int(np.argmin(np.abs(times - t)))
+
+
+def _check(spec: ClipSpec, path: Path) -> None:
+    decoded = read_frames(path)
+    frames, times = decoded.data, decoded.timestamps
+    first = spec.actions[0]
+    for action in spec.actions:
+        actor = spec.objects[action.actor]
+        centre, area = centroid_track(frames, COLOURS[actor.colour])
+        a = _frame_at(times, action.start - 0.05)
+        b = _frame_at(times, action.end + 0.05)
+        w, h = spec.width, spec.height
+        where = f"{spec.name}: {actor.name} {action.action}"
+        kind = action.action
+        if kind == "moving left":
+            assert centre[b, 0] < centre[a, 0] - 0.25 * w, where
+        elif kind == "moving right":
+            assert centre[b, 0] > centre[a, 0] + 0.25 * w, where
+        elif kind == "moving up":
+            assert centre[b, 1] < centre[a, 1] - 0.25 * h, where
+        elif kind == "moving down":
+            assert centre[b, 1] > centre[a, 1] + 0.25 * h, where
+        elif kind == "growing":
+            assert area[b] > 2.0 * area[a], where
+        elif kind == "shrinking":
+            assert area[b] < 0.4 * area[a], where
+        elif kind == "appearing":
+            assert area[a] == 0 and area[b] > 50, where
+        elif kind == "disappearing":
+            assert area[a] > 50 and area[b] == 0, where
+        elif kind.startswith("rotating"):
+            turn = unwrap_degrees(orientation(frames[a:b + 1], COLOURS[actor.colour]))
+            change = turn[-1] - turn[0]
+            assert (change > 60) if kind == "rotating clockwise" else (change < -60), (where, change)
+        elif kind == "bouncing":
+            lowest = np.nanmin(centre[a:b + 1, 1])
+            assert lowest < centre[a, 1] - 0.1 * h and abs(centre[b, 1] - centre[a, 1]) < 0.05 * h, where
+        elif kind == "swapping places":
+            partner = spec.objects[action.partner]
+            other, _ = centroid_track(frames, COLOURS[partner.colour])
+            assert np.hypot(*(centre[b] - other[a])) < 0.08 * w and np.hypot(*(other[b] - centre[a])) < 0.08 * w, where
+    middle = _frame_at(times, (first.start + first.end) / 2)
+    for obj in spec.objects:
+        _, area = centroid_track(frames[middle:middle + 1], COLOURS[obj.colour])
+        hidden = any(a.actor == spec.objects.index(obj) and a.action in ("appearing", "disappearing")
+                     for a in spec.actions)
+        assert hidden or area[0] > 30, f"{spec.name}: the {obj.name} is in view"
+
+
+def test_ground_truth_matches_the_pixels(world: Path) -> None:
+    specs = load_world(world)
+    checked = 0
+    for split in ("train", "test"):
+        for spec in specs[split]:
+            _check(spec, world / split / f"{spec.name}.mp4")
+            checked += 1
+    assert checked == CONFIG.train + CONFIG.test
