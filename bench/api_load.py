@@ -8,7 +8,6 @@ over an index of the real sample videos with a tiny dual encoder; reports succes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -25,17 +24,14 @@ import numpy as np
 import torch
 import uvicorn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: bench/encoder.py must not shadow encoder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo before bench/: bench/encoder.py must not shadow encoder
 
 from app.server import create_app  # noqa: E402
 from app.settings import ServeSettings  # noqa: E402
 from index import build_index  # noqa: E402
 from index_build import TEXT, sample_videos  # noqa: E402
+from report import save_table  # noqa: E402
 from retrieval.dual_encoder import build_dual_encoder  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,15 +78,7 @@ def main() -> None:
            "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
            "requests_per_s": round(len(results) / wall, 1)}
     machine = f"{platform.machine()}, {os.cpu_count()} cores, loopback, one uvicorn process, CPU text tower"
-    lines = [f"Machine: {machine}", "", "| requests | concurrency | ok | p50 ms | p99 ms | requests/s |",
-             "|---|---|---|---|---|---|",
-             f"| {row['requests']} | {row['concurrency']} | {row['ok']} | {row['p50_ms']} | {row['p99_ms']} | "
-             f"{row['requests_per_s']} |"]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"machine": machine, **row}, indent=2))
-    print("\n".join(lines))
-
+    save_table(args.out, machine, ["requests", "concurrency", "ok", "p50_ms", "p99_ms", "requests_per_s"], [row])
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import shutil
@@ -21,10 +20,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo before bench/: bench/encoder.py must not shadow encoder
 
 from index import build_index  # noqa: E402
 from retrieval.dual_encoder import build_dual_encoder  # noqa: E402
+
+from report import save_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEXT = {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
@@ -74,17 +75,10 @@ def main() -> None:
                          "segments_per_s": round(report.segments / seconds, 2)})
             print(rows[-1], flush=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU float32"
-    lines = [f"Machine: {machine}; library: {len(videos)} sample videos x {args.copies} copies, "
-             f"{args.window:g} s windows + whole-video entries", "",
-             "| vision | budget | workers | videos | segments | seconds | videos/s | segments/s |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['vision']} | {r['budget']} | {r['workers']} | {r['videos']} | {r['segments']} | {r['seconds']} | "
-              f"{r['videos_per_s']} | {r['segments_per_s']} |" for r in rows]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    print("\n".join(lines))
-
+    save_table(args.out, machine, ["vision", "budget", "workers", "videos", "segments", "seconds", "videos_per_s",
+                                   "segments_per_s"], rows,
+               f"library: {len(videos)} sample videos x {args.copies} copies, {args.window:g} s windows + whole-video "
+               "entries")
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ re-ranking of ``REFINE`` x k candidates.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -22,12 +21,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo before bench/: bench/encoder.py must not shadow encoder
 
 from index import vectors  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
+from report import save_table  # noqa: E402
 
 def clustered(count: int, dim: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -89,15 +87,7 @@ def main() -> None:
         del data, exact
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, faiss {faiss.__version__} "
                f"({faiss.omp_get_max_threads()} threads), no GPU")
-    lines = [f"Machine: {machine}", "",
-             "| vectors (512-d) | index | build s | p50 ms | p99 ms | recall@10 vs exact |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['vectors']:,} | {r['type']} | {r['build_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['recall@10']} |"
-              for r in rows]
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
-    print("\n".join(lines))
-
+    save_table(args.out, machine, ["vectors", "type", "build_s", "p50_ms", "p99_ms", "recall@10"], rows)
 
 if __name__ == "__main__":
     main()
