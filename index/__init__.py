@@ -8,7 +8,11 @@ from .sources import SourceItem, parse_shard, read_source
 from .store import IndexInfo, IndexStoreError, SegmentRecord, SkippedFile
 from .video_index import IndexStats, VideoIndex
 
+IndexError_ = IndexStoreError
+"""The contract's name for :class:`IndexStoreError` (``IndexError`` itself is a Python builtin)."""
+
 __all__ = [
-    "BuildProgress", "BuildReport", "IndexInfo", "IndexStats", "IndexStoreError", "SegmentRecord", "SkippedFile",
-    "SourceItem", "VideoIndex", "build_index", "file_sha256", "merge_indexes", "parse_shard", "read_source",
+    "BuildProgress", "BuildReport", "IndexError_", "IndexInfo", "IndexStats", "IndexStoreError", "SegmentRecord",
+    "SkippedFile", "SourceItem", "VideoIndex", "build_index", "file_sha256", "merge_indexes", "parse_shard",
+    "read_source",
 ]

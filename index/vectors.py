@@ -8,6 +8,7 @@ search ranks only the allowed segments instead of truncating an unfiltered top-k
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,15 @@ import numpy as np
 
 from encoder.checkpoint import atomic_write
 
+log = logging.getLogger(__name__)
+
 IndexType = Literal["flat", "hnsw", "ivfpq"]
 INDEX_TYPES: tuple[str, ...] = ("auto", "flat", "hnsw", "ivfpq")
 REFINE = 10
 """IVF-PQ shortlists this many candidates per wanted hit for exact re-scoring."""
 AUTO_HNSW_FROM = 200_000
 """``auto`` keeps exact search up to this many segments (a flat scan stays in the milliseconds), then HNSW."""
+_GPU_RESOURCES = None  # one faiss.StandardGpuResources per process, created on first use
 
 
 @dataclass(frozen=True)
@@ -73,17 +77,32 @@ def build(ids: np.ndarray, vectors: np.ndarray, kind: IndexType, settings: Searc
     return index
 
 
-def on_gpu(index: faiss.Index) -> faiss.Index:
-    """The same index on GPU 0 when this faiss build has GPUs (faiss-gpu), else unchanged."""
-    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    return index
+def on_gpu(index: faiss.Index, kind: IndexType, settings: SearchSettings = SearchSettings()) -> faiss.Index | None:
+    """A copy of ``index`` on GPU 0 for unfiltered searches, or None: without faiss-gpu or a GPU, for HNSW (no
+    GPU graph in faiss), or when the copy fails. The CPU index stays for filtered searches, since GPU indexes
+    take no id selector."""
+    global _GPU_RESOURCES
+    if kind == "hnsw" or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+        return None
+    try:
+        _GPU_RESOURCES = _GPU_RESOURCES or faiss.StandardGpuResources()
+        gpu = faiss.index_cpu_to_gpu(_GPU_RESOURCES, 0, index)
+        if kind == "ivfpq":
+            faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", settings.ivf_nprobe)
+    except RuntimeError as exc:
+        log.warning("searching on the CPU: the %s index does not move to the GPU (%s)", kind, exc)
+        return None
+    return gpu
 
 
 def search(index: faiss.Index, kind: IndexType, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
-           settings: SearchSettings = SearchSettings()) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, ids) ``[Q, k]``; ids are -1 where fewer than k segments exist or pass the filter."""
+           settings: SearchSettings = SearchSettings(), gpu: faiss.Index | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, ids) ``[Q, k]``; ids are -1 where fewer than k segments exist or pass the filter. Unfiltered
+    searches use ``gpu`` (:func:`on_gpu`) when given."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if gpu is not None and allowed is None:
+        return gpu.search(queries, k)
     selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64)) if allowed is not None else None
     if kind == "hnsw":
         params = faiss.SearchParametersHNSW(efSearch=max(settings.hnsw_ef_search, k))

@@ -41,6 +41,7 @@ class VideoIndex:
         self._lock = threading.RLock()
         self._generation = -1
         self._faiss = None
+        self._gpu = None
         self._kind: vectors.IndexType = "flat"
 
     @classmethod
@@ -73,7 +74,8 @@ class VideoIndex:
                     pass  # a read-only index folder: keep the rebuilt index in memory
             count = loaded.ntotal
             self._kind = vectors.resolve_type(self.info.index_type, count)
-            self._faiss = vectors.on_gpu(loaded)
+            self._faiss = loaded
+            self._gpu = vectors.on_gpu(loaded, self._kind)
             self._generation = generation
 
     def stats(self) -> IndexStats:
@@ -119,8 +121,9 @@ class VideoIndex:
         self._refresh()
         with self._lock:
             if self._kind != "ivfpq":
-                return vectors.search(self._faiss, self._kind, queries, k, allowed)
-            _, shortlist = vectors.search(self._faiss, self._kind, queries, k * vectors.REFINE, allowed)
+                return vectors.search(self._faiss, self._kind, queries, k, allowed, gpu=self._gpu)
+            _, shortlist = vectors.search(self._faiss, self._kind, queries, k * vectors.REFINE, allowed,
+                                          gpu=self._gpu)
             stored = self.store.vectors_of({int(i) for i in shortlist.ravel() if i >= 0}, self.info.dim)
         return vectors.rerank(queries, shortlist, stored, k)
 

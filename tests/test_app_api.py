@@ -178,3 +178,16 @@ def test_library_grows_from_a_folder_in_the_background_and_reindexes(world: dict
     assert client.get("/api/library").json()["videos"] == before["videos"]
     assert client.get("/api/library/build/nope").status_code == 404
     assert client.post("/api/library/build", data={"folder": str(tmp_path / "absent")}).status_code == 404
+
+
+def test_a_request_over_the_time_limit_answers_504(world: dict) -> None:
+    files = world["files"]
+    hasty = start_server(ServeSettings(index=files["index"], classifier=files["classifier"], min_budget=64,
+                                       request_timeout_s=0.001))
+    try:
+        slow = httpx.post(f"{hasty.url}/api/classify", data={"path": str(files["green"].resolve()), "budget": "64"},
+                          timeout=120)
+        assert slow.status_code == 504 and "longer than" in slow.json()["error"]
+        assert httpx.get(f"{hasty.url}/api/health").status_code == 200, "the server goes on"
+    finally:
+        hasty.stop()
