@@ -4,7 +4,7 @@ See docs/index.md for the storage layout, crash-safety guarantees and cluster us
 """
 
 from .build import BuildProgress, BuildReport, build_index, file_sha256, merge_indexes
-from .sources import SourceItem, parse_shard, read_source
+from .sources import SourceItem, parse_shard, read_source, shard_folder
 from .store import IndexInfo, IndexStoreError, SegmentRecord, SkippedFile
 from .video_index import IndexStats, VideoIndex
 
@@ -14,5 +14,5 @@ IndexError_ = IndexStoreError
 __all__ = [
     "BuildProgress", "BuildReport", "IndexError_", "IndexInfo", "IndexStats", "IndexStoreError", "SegmentRecord",
     "SkippedFile", "SourceItem", "VideoIndex", "build_index", "file_sha256", "merge_indexes", "parse_shard",
-    "read_source",
+    "read_source", "shard_folder",
 ]

@@ -29,7 +29,7 @@ from retrieval.dual_encoder import DualEncoder
 
 from . import vectors
 from .sources import SourceItem, read_source, shard_of
-from .store import IndexInfo, IndexStoreError, NewVideo, SkippedFile, Store
+from .store import IndexInfo, IndexStoreError, NewVideo, SkippedFile, Store, VideoRow
 
 log = logging.getLogger(__name__)
 
@@ -144,26 +144,33 @@ def _changes(store: Store, items: list[SourceItem], report: BuildReport, prune: 
     for item in items:
         try:
             stat = os.stat(item.path)
-        except FileNotFoundError:
-            if item.path in known:  # listed, but deleted since it was indexed
-                report.removed += store.remove_paths([item.path])
-                _drop_thumbnails(store, [known[item.path].sha256])
-            else:
-                store.commit_video(NewVideo(item.path, "", 0, 0.0, reason="the file does not exist"))
-            continue
         except OSError as exc:
-            store.commit_video(NewVideo(item.path, "", 0, 0.0, reason=f"cannot read the file: {exc.strerror}"))
+            _record_unreadable(store, item.path, known.get(item.path), exc, report)
             continue
         row = known.get(item.path)
         if row is not None and row.size == stat.st_size and row.mtime == stat.st_mtime:
             report.unchanged += 1
             continue
         sha = file_sha256(item.path)
-        if row is not None and row.sha256 == sha:
+        if row is not None and row.sha256 == sha:  # touched or copied over, same content
+            store.update_stat(item.path, stat.st_size, stat.st_mtime)
             report.unchanged += 1
             continue
         todo.append((item, sha, stat.st_size, stat.st_mtime))
     return todo
+
+
+def _record_unreadable(store: Store, path: str, row: VideoRow | None, exc: OSError, report: BuildReport) -> None:
+    """A listed file that is missing or unreadable: recorded as skipped once (not every run, which would bump
+    the generation); one that was indexed before counts as removed."""
+    if row is not None and not row.sha256:
+        return
+    reason = "the file does not exist" if isinstance(exc, FileNotFoundError) else \
+        f"cannot read the file: {exc.strerror}"
+    store.commit_video(NewVideo(path, "", 0, 0.0, reason=reason))
+    if row is not None:
+        report.removed += row.status == "ok"
+        _drop_thumbnails(store, [row.sha256])
 
 
 def _encode(store: Store, model: DualEncoder, todo: list[tuple[SourceItem, str, int, float]], video_plan,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from encoder.cli import fail
 from encoder.video import AnnotationError, VideoDecodeError
 
 from .build import build_index, merge_indexes
-from .sources import parse_shard
+from .sources import parse_shard, shard_folder
 from .store import IndexStoreError
 from .vectors import INDEX_TYPES
 from .video_index import VideoIndex
@@ -29,7 +30,8 @@ FAILURES = (IndexStoreError, CheckpointError, AnnotationError, VideoDecodeError,
 @app.command("build")
 def build(
     source: Path = typer.Argument(..., help="A folder of videos (searched recursively) or a CSV/JSONL manifest."),
-    index: Path = typer.Option(..., "--index", help="Index folder (created, or brought up to date)."),
+    index: Path = typer.Option(..., "--index", help="Index folder (created, or brought up to date); `{rank}` in it "
+                                                    "becomes the shard number."),
     model: Path = typer.Option(..., help="Dual-encoder file (from `fluxvid train clip` or `retrieval "
                                          "import-internvideo2`)."),
     budget: int = typer.Option(1024, min=1, help="Token budget per segment (see `fluxvid encoder plan`)."),
@@ -37,15 +39,18 @@ def build(
     stride: float | None = typer.Option(None, min=0.1, help="Seconds between segment starts (default: window)."),
     index_type: str = typer.Option("auto", help=f"One of {', '.join(INDEX_TYPES)} (auto: exact up to 200k "
                                                 "segments, then HNSW)."),
-    shard: str | None = typer.Option(None, help="Encode only slice i/n of the library (e.g. 0/4), for clusters."),
+    shard: str | None = typer.Option(None, help="Encode only slice i/n of the library (e.g. 0/4), or `auto` under "
+                                                "torchrun (RANK/WORLD_SIZE; GPU LOCAL_RANK)."),
     batch_size: int = typer.Option(8, min=1),
     workers: int = typer.Option(2, min=0, help="Decoding worker processes."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Encode new and changed videos, drop deleted ones, skip (and list) bad files; safe to kill and rerun."""
     try:
-        report = build_index(source, index, model, budget, window=window, stride=stride, index_type=index_type,
-                             shard=parse_shard(shard), batch_size=batch_size, num_workers=workers)
+        part = parse_shard(shard)
+        report = build_index(source, shard_folder(index, part), model, budget, window=window, stride=stride,
+                             index_type=index_type, shard=part, batch_size=batch_size, num_workers=workers,
+                             device=_device())
     except FAILURES as exc:
         fail(exc)
     if as_json:
@@ -137,6 +142,14 @@ def search(
     for m in moments:
         table.add_row(f"{m.score:.3f}", m.path, f"{m.start:.1f}-{m.end:.1f} s", str(m.segment_id), m.title or "")
     console.print(table)
+
+
+def _device() -> str | None:
+    """The GPU of this torchrun rank (``LOCAL_RANK``) when there is one; None lets the build choose."""
+    import torch
+
+    local = os.environ.get("LOCAL_RANK")
+    return f"cuda:{int(local)}" if local is not None and torch.cuda.is_available() else None
 
 
 def _date(text: str | None) -> float | None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from encoder.video import AnnotationError
 from encoder.video.annotations import jsonl_objects
@@ -55,16 +56,28 @@ def shard_of(items: list[SourceItem], shard: tuple[int, int] | None) -> list[Sou
             if int.from_bytes(hashlib.sha1(item.path.encode()).digest()[:8], "big") % n == i]
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
+def parse_shard(text: str | None, env: Mapping[str, str] = os.environ) -> tuple[int, int] | None:
+    """``i/n``, or ``auto``: this process's ``RANK``/``WORLD_SIZE`` as torchrun sets them."""
     if text is None:
         return None
+    if text == "auto":
+        if "RANK" not in env or "WORLD_SIZE" not in env:
+            raise ValueError("--shard auto reads RANK and WORLD_SIZE (set by torchrun); they are not set here")
+        text = f"{env['RANK']}/{env['WORLD_SIZE']}"
     try:
         i, n = (int(part) for part in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard takes i/n (e.g. 0/4), got {text!r}") from None
+        raise ValueError(f"--shard takes i/n (e.g. 0/4) or auto, got {text!r}") from None
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"--shard {text}: need 0 <= i < n")
     return i, n
+
+
+def shard_folder(index_dir: str | Path, shard: tuple[int, int] | None) -> Path:
+    """``index_dir`` with ``{rank}`` replaced by the shard number (one command line for every torchrun rank)."""
+    if "{rank}" in str(index_dir) and shard is None:
+        raise ValueError(f"--index {index_dir} has {{rank}} but no --shard is given")
+    return Path(str(index_dir).replace("{rank}", str(shard[0]))) if shard else Path(index_dir)
 
 
 def _read_manifest(source: Path) -> list[SourceItem]:

@@ -206,6 +206,10 @@ class Store:
                  for s, e, w, t, v in video.segments])
             self._bump(now)
 
+    def update_stat(self, path: str, size: int, mtime: float) -> None:
+        """New size/mtime for a file whose content hash is unchanged (vectors untouched: no new generation)."""
+        self.db.execute("UPDATE videos SET size = ?, mtime = ? WHERE path = ?", (size, mtime, path))
+
     def remove_paths(self, paths: Iterable[str]) -> int:
         paths = list(paths)
         if not paths:

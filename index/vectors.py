@@ -60,11 +60,15 @@ def build(ids: np.ndarray, vectors: np.ndarray, kind: IndexType, settings: Searc
         graph = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = settings.hnsw_ef_construction
         index = faiss.IndexIDMap2(graph)
+    elif kind == "ivfpq" and len(vectors) < 2:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))  # nothing to train quantisers on; search is the same
     elif kind == "ivfpq":
-        nlist = max(1, min(int(4 * math.sqrt(max(len(vectors), 1))), max(len(vectors) // 39, 1)))
+        nlist = max(1, min(int(4 * math.sqrt(len(vectors))), len(vectors) // 39))
         subquantizers = next(m for m in (64, 32, 16, 8, 4, 2, 1) if dim % m == 0)
         bits = 8 if len(vectors) >= 256 * 39 else max(1, int(math.log2(max(len(vectors) // 39, 2))))
         index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, subquantizers, bits, faiss.METRIC_INNER_PRODUCT)
+        if bits < 8:  # a small library: fewer points per centroid than faiss recommends is expected, not a warning
+            index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
         sample = vectors
         if len(vectors) > 64 * nlist:  # k-means needs ~40-256 points per centroid; 64 keeps training quick
             pick = np.random.default_rng(seed).choice(len(vectors), 64 * nlist, replace=False)

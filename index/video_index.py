@@ -63,7 +63,6 @@ class VideoIndex:
             if generation == self._generation:
                 return
             loaded = vectors.load(self.dir, generation)
-            ids, matrix = (None, None)
             if loaded is None:
                 ids, matrix = self.store.vectors(self.info.dim)
                 kind = vectors.resolve_type(self.info.index_type, len(ids))
@@ -84,6 +83,10 @@ class VideoIndex:
             i = self.info
             return IndexStats(videos, segments, self.store.skipped(), i.model_id, i.model_path, i.budget, i.dim,
                               i.index_type, self.store.built_at, i.window, i.stride)
+
+    def segment_count(self) -> int:
+        with self._lock:
+            return self.store.counts()[1]
 
     def segment(self, segment_id: int) -> SegmentRecord:
         with self._lock:

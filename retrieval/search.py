@@ -35,6 +35,10 @@ class SearchFilters:
     after: float | None = None
     before: float | None = None
 
+    def __post_init__(self) -> None:
+        tags = (self.tags,) if isinstance(self.tags, str) else tuple(self.tags)  # callers pass lists too
+        object.__setattr__(self, "tags", tags)
+
     def sql(self) -> tuple[str, list[Any]] | None:
         """An SQL condition over ``v`` (videos), or None when nothing is filtered."""
         parts, params = ["v.status = 'ok'"], []
@@ -124,7 +128,7 @@ class Searcher:
             return []
         wanted = offset + k
         fetch = wanted * (4 if merge else 1)
-        total = self.index.stats().segments if allowed is None else len(allowed)
+        total = self.index.segment_count() if allowed is None else len(allowed)
         while True:
             scores, ids = self.index.search(vector[None].astype(np.float32), min(fetch, max(total, 1)), allowed)
             hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]

@@ -18,9 +18,9 @@ from PIL import Image
 
 from encoder import plan
 from encoder.video import load_clip, probe, segments
-from index import IndexStoreError, VideoIndex, build_index, merge_indexes
+from index import IndexStoreError, VideoIndex, build_index, merge_indexes, parse_shard, shard_folder
 from retrieval.search import Searcher
-from tests.index_support import coloured_clip, load_model, make_library, tiny_dual_encoder
+from tests.index_support import coloured_clip, load_model, make_library, tiny_dual_encoder, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET, WINDOW = 64, 2.0
@@ -119,6 +119,32 @@ def test_incremental_add_change_delete(built, tmp_path: Path) -> None:
     assert not any((tmp_path / "idx" / "thumbs").glob("*.tmp"))
 
 
+def test_missing_and_touched_files_do_not_churn_the_index(built, tmp_path: Path) -> None:
+    root, model, clips, _ = built
+    red, gone = Path(shutil.copy(clips["red"], tmp_path / "red.mp4")), tmp_path / "gone.mp4"
+    only_gone = write_manifest(tmp_path / "gone.jsonl", [{"path": str(gone)}])
+    empty = build_index(only_gone, tmp_path / "empty", model, BUDGET, index_type="ivfpq", show_progress=False)
+    assert empty.segments == 0 and [s.reason for s in empty.skipped] == ["the file does not exist"]
+    assert VideoIndex.open(tmp_path / "empty").search(np.ones((1, 32), np.float32), 3)[1].tolist() == [[-1] * 3]
+
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"path": str(red)}, {"path": str(gone)}])
+    first = build_index(manifest, tmp_path / "idx", model, BUDGET, window=WINDOW, index_type="ivfpq", num_workers=0,
+                        show_progress=False)
+    assert first.added == 1 and [(s.path, s.reason) for s in first.skipped] == [(str(gone), "the file does not exist")]
+    generation = VideoIndex.open(tmp_path / "idx").store.generation
+    touched = red.stat().st_mtime + 100
+    os.utime(red, (touched, touched))
+    second = build_index(manifest, tmp_path / "idx", model, BUDGET, window=WINDOW, index_type="ivfpq",
+                         num_workers=0, show_progress=False)
+    assert (second.added, second.updated, second.removed, second.unchanged) == (0, 0, 0, 1)
+    assert [s.path for s in second.skipped] == [str(gone)]
+    index = VideoIndex.open(tmp_path / "idx")
+    assert index.store.generation == generation, "nothing changed, so the vectors keep their generation"
+    assert index.store.videos()[str(red.resolve())].mtime == touched, "the next run takes the fast path"
+    ids = index.allowed_ids("1 = 1", [])
+    assert index.search(index.vector(int(ids[0]))[None], 1)[1][0][0] == ids[0]
+
+
 def test_another_model_is_refused(built, tmp_path: Path) -> None:
     root, _, _, _ = built
     other = tiny_dual_encoder(tmp_path / "other.pt", seed=1)
@@ -179,8 +205,10 @@ def test_a_build_killed_mid_way_leaves_a_consistent_index_and_resumes(built, tmp
 
 def test_shards_merged_equal_a_single_build(built, tmp_path: Path) -> None:
     root, model, _, _ = built
-    reports = [build_index(root / "library", tmp_path / f"shard{i}", model, BUDGET, window=WINDOW, shard=(i, 2),
-                           num_workers=0, show_progress=False) for i in range(2)]
+    parts = [parse_shard("auto", {"RANK": str(rank), "WORLD_SIZE": "2"}) for rank in range(2)]  # as torchrun
+    assert parts == [(0, 2), (1, 2)] and parse_shard("1/2") == (1, 2)
+    reports = [build_index(root / "library", shard_folder(tmp_path / "shard{rank}", part), model, BUDGET,
+                           window=WINDOW, shard=part, num_workers=0, show_progress=False) for part in parts]
     assert sum(r.added for r in reports) == 5 and all(r.added for r in reports), "both shards got work"
     merged = merge_indexes(tmp_path / "merged", [tmp_path / "shard0", tmp_path / "shard1"], show_progress=False)
     assert merged.added == 5 and len(merged.skipped) == 1
@@ -191,3 +219,8 @@ def test_shards_merged_equal_a_single_build(built, tmp_path: Path) -> None:
     assert all(index.segment(int(i)).thumbnail.is_file() for i in index.allowed_ids("1 = 1", []))
     with pytest.raises(IndexStoreError, match="already holds an index"):
         merge_indexes(tmp_path / "merged", [tmp_path / "shard0"], show_progress=False)
+    for bad in ("2/2", "a/b", "3"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="RANK and WORLD_SIZE"):
+        parse_shard("auto", {})

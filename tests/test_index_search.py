@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -16,7 +17,9 @@ import pytest
 from index import VideoIndex, build_index
 from index.store import SegmentRecord
 from retrieval.search import Searcher, SearchFilters, _merge
-from tests.index_support import load_model, make_library, tiny_dual_encoder, write_manifest
+from tests.clips import sample_video
+from tests.index_support import (COLOURS, load_model, make_library, solid_clip, tiny_dual_encoder, train_dual_encoder,
+                                 write_manifest)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET, WINDOW = 64, 2.0
@@ -49,6 +52,27 @@ def brute_force(library: dict, query: np.ndarray, allowed: np.ndarray | None = N
 
 def text_vector(library: dict, text: str) -> np.ndarray:
     return library["searcher"].model.encode_text([text])[0].detach().numpy()
+
+
+def test_a_trained_model_finds_the_clip_whose_content_matches(tmp_path: Path) -> None:
+    """Trained on one set of clips, searched over another: the colour is what it learned, not the clip."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "library").mkdir()
+    captions = {solid_clip(tmp_path / "train" / f"{name}.mp4", name, 2.0, seed=i): f"a {name} video"
+                for i, name in enumerate(COLOURS)}
+    captions[Path(shutil.copy(sample_video("carphone_pristine.mp4"), tmp_path / "train"))] = "a man on the phone"
+    model = train_dual_encoder(tmp_path / "trained.pt", captions, BUDGET)
+    held_out = {name: solid_clip(tmp_path / "library" / f"{name}.mp4", name, 2.5 + 1.5 * i, seed=20 + i)
+                for i, name in enumerate(COLOURS)}
+    for name in ("carphone_distorted.mp4", "bikes.mp4"):  # real videos as distractors
+        shutil.copy(sample_video(name), tmp_path / "library")
+    build_index(tmp_path / "library", tmp_path / "idx", model, BUDGET, window=WINDOW, num_workers=0,
+                show_progress=False)
+    searcher = Searcher(VideoIndex.open(tmp_path / "idx"), load_model(model))
+    for name, path in held_out.items():
+        found = searcher.search_text(f"a {name} video", k=2)
+        assert found[0].path == str(path.resolve()), name
+        assert found[0].score > found[1].score
 
 
 def test_unmerged_text_search_is_the_exact_top_k(library: dict) -> None:
