@@ -180,7 +180,7 @@ def write_frames(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
     """Write RGB uint8 frames ``[T, H, W, 3]`` (even sizes) as an h264 mp4."""
     path = Path(path)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18"})
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "threads": "1"})  # deterministic bytes
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         for image in frames:

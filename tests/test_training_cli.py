@@ -121,8 +121,8 @@ def test_torchrun_runs_two_ddp_processes_from_the_same_command(library: Path, tm
 
 def test_clip_trains_a_dual_encoder_that_retrieves_by_colour(library: Path, tmp_path: Path) -> None:
     text = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
-    config = write_config(tmp_path / "clip.yaml", library, tmp_path / "clip", max_steps=40, log_every=10,
-                          save_every=40, optim={"lr": 2e-3, "warmup_steps": 2, "weight_decay": 0.02},
+    config = write_config(tmp_path / "clip.yaml", library, tmp_path / "clip", max_steps=80, log_every=10,
+                          save_every=80, optim={"lr": 5e-4, "warmup_steps": 5, "weight_decay": 0.02},
                           clip={"stage": 2, "text": text, "embed_dim": 32})
     raw = yaml.safe_load(config.read_text())
     raw.pop("ft")

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import typer
 import yaml
 from rich.console import Console
@@ -82,6 +83,7 @@ def video_clips(cfg: TrainConfig, require: str | None = None) -> tuple[TrainingC
 
 def _run(cfg: TrainConfig, build: Callable[[TrainConfig], tuple[Recipe, Any, Callable]], export_name: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(cfg.seed)  # the config's seed fixes the initial weights too: a run is reproducible
     recipe, dataset, collate = build(cfg)
     trainer = Trainer(cfg, recipe, dataset, collate)
     state = trainer.fit()
