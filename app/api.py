@@ -7,12 +7,12 @@ concurrent requests queue. Uploads are streamed to disk and cut off at the size 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -122,7 +122,8 @@ def build_router(services: Services) -> APIRouter:
     @router.get("/health")
     def health() -> dict[str, Any]:
         """Liveness, and which features this server can serve (None = ready, else why not)."""
-        return {"status": "ok", "features": services.availability(), "device": str(services.device)}
+        return {"status": "ok", "features": services.availability(), "loaded": services.loaded(),
+                "device": str(services.device)}
 
     @router.get("/plan")
     def budget_plan(budget: int = Query(..., description="Token budget.")) -> dict[str, Any]:
@@ -158,24 +159,53 @@ def build_router(services: Services) -> APIRouter:
 
     @router.get("/search")
     async def search(q: str = Query(..., min_length=1), k: int = Query(10, ge=1, le=200),
-                     budget: int | None = Query(None, description="Budget of the index (search uses its vectors)."),
+                     budget: int | None = Query(None, description="The caller's budget: text search ranks the "
+                                                "index's vectors, encoded at `index_budget`; a different budget "
+                                                "is checked and answered with a `note`."),
                      offset: int = Query(0, ge=0), tag: list[str] = Query([]), path_prefix: str | None = None,
                      min_duration: float | None = None, max_duration: float | None = None,
                      after: float | None = None, before: float | None = None, merge: bool = True
                      ) -> dict[str, Any]:
         """Moments matching a text query, best first, with filters applied inside the search."""
         filters = SearchFilters(tuple(tag), path_prefix, min_duration, max_duration, after, before)
+        if budget is not None:
+            await run(lambda: services.plan(budget))
         moments = await run(lambda: services.search(q, k, filters, offset, merge))
-        for moment in moments:
-            moment["video_url"] = f"/api/video?path={_quote(moment['path'])}#t={moment['start']:.2f}"
-            moment["thumbnail_url"] = f"/api/thumb/{moment['segment_id']}"
-        return {"query": q, "moments": moments}
+        index_budget = services.index_budget()
+        answer = {"query": q, "index_budget": index_budget, "moments": _with_urls(moments)}
+        if budget is not None and budget != index_budget:
+            answer["note"] = (f"the library was encoded at {index_budget} tokens; a text query does not depend on "
+                              f"the budget, so budget {budget} changes nothing here (POST /api/search/video "
+                              f"encodes a query video at it)")
+        return answer
+
+    @router.post("/search/video")
+    async def search_video(file: UploadFile | None = File(None), path: str | None = Form(None),
+                           budget: int = Form(settings.default_budget), k: int = Form(10, ge=1, le=200),
+                           offset: int = Form(0, ge=0), tag: list[str] = Form([]), path_prefix: str | None = Form(None),
+                           min_duration: float | None = Form(None), max_duration: float | None = Form(None)
+                           ) -> dict[str, Any]:
+        """Moments like a query video (multipart `file` or a library `path`), encoded at `budget`; a library
+        video finds itself first."""
+        if (file is None) == (path is None):
+            raise HTTPException(400, "send exactly one of a multipart `file` or a library `path`")
+        reason = services.availability()["search"]
+        if reason:
+            raise HTTPException(503, reason)
+        filters = SearchFilters(tuple(tag), path_prefix, min_duration, max_duration)
+        video = await save_upload(file) if file is not None else await run(lambda: services.library_file(path))
+        try:
+            moments = await run(lambda: services.search_video(video, k, budget, filters, offset))
+        finally:
+            if file is not None:
+                video.unlink(missing_ok=True)
+        return {"budget": budget, "index_budget": services.index_budget(), "moments": _with_urls(moments)}
 
     @router.get("/similar/{segment_id}")
     async def similar(segment_id: int, k: int = Query(10, ge=1, le=200), offset: int = Query(0, ge=0)
                       ) -> dict[str, Any]:
         """More like an indexed segment (its own video left out)."""
-        return {"moments": await run(lambda: services.similar(segment_id, k, None, offset))}
+        return {"moments": _with_urls(await run(lambda: services.similar(segment_id, k, None, offset)))}
 
     @router.post("/chat")
     async def chat(request: ChatRequest) -> Any:
@@ -231,10 +261,12 @@ def build_router(services: Services) -> APIRouter:
     return router
 
 
-def _quote(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(path, safe="")
+def _with_urls(moments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add where a client fetches each moment: the video (seeking to its start) and the thumbnail."""
+    for moment in moments:
+        moment["video_url"] = f"/api/video?path={quote(moment['path'], safe='')}#t={moment['start']:.2f}"
+        moment["thumbnail_url"] = f"/api/thumb/{moment['segment_id']}"
+    return moments
 
 
 async def _iterate_in_thread(stream: Any):
@@ -245,7 +277,3 @@ async def _iterate_in_thread(stream: Any):
         if piece is done:
             return
         yield piece
-
-
-def error_json(status: int, detail: Any) -> JSONResponse:
-    return JSONResponse({"error": detail if isinstance(detail, str) else json.dumps(detail)}, status_code=status)

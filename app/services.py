@@ -69,8 +69,13 @@ class Services:
         }
         reasons["library"] = reasons["search"]
         for name, error in self._errors.items():
-            reasons[name] = error
+            for feature in ("search", "library") if name == "index" else (name,):
+                reasons[feature] = error
         return reasons
+
+    def loaded(self) -> list[str]:
+        """The models (and the index) loaded so far: they load on first use."""
+        return sorted(self._loaded)
 
     def require(self, feature: str) -> None:
         reason = self.availability()[feature]
@@ -166,11 +171,27 @@ class Services:
         except KeyError:
             raise BadInput(f"no segment {segment_id} in the index", 404) from None
 
-    def search_video(self, path: Path, k: int, budget: int, filters: Any) -> list[dict]:
+    def search_video(self, path: Path, k: int, budget: int, filters: Any, offset: int = 0) -> list[dict]:
+        """Moments like a query video, which is encoded at ``budget`` (the index's vectors keep their own)."""
         searcher = self.searcher()
-        self.plan(budget)
-        with self._locks["search"]:
-            return [m.to_dict() for m in searcher.search_video(path, k, filters, True, 0, budget)]
+        self.plan(budget, searcher.model.vision.config)
+        try:
+            with self._locks["search"]:
+                return [m.to_dict() for m in searcher.search_video(path, k, filters, True, offset, budget)]
+        except VideoDecodeError as exc:
+            raise BadInput(f"{path.name}: {exc.reason}", 422) from None
+
+    def index_budget(self) -> int | None:
+        """The budget the index's vectors were encoded at (None without an index)."""
+        return None if self.availability()["library"] else self.index().info.budget
+
+    def library_videos(self) -> list[str]:
+        """Paths of the library's indexed videos, sorted (for the pickers)."""
+        if self.availability()["library"]:
+            return []
+        index = self.index()
+        wholes = index.allowed_ids("s.whole = 1 AND v.status = 'ok'", [])
+        return sorted({record.path for record in index.segments(wholes.tolist()).values()})
 
     # -- classify ---------------------------------------------------------------------------------------------
     def classifier(self) -> tuple[Any, list[str]]:

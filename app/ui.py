@@ -45,14 +45,11 @@ def _player(moment: dict[str, Any] | None) -> str:
 def build_ui(services: Services) -> gr.Blocks:
     s = services.settings
     reasons = services.availability()
-    library_choices: list[str] = []
-    if reasons["library"] is None:
-        try:
-            index = services.index()
-            library_choices = sorted({r.path for r in index.segments(index.allowed_ids("1 = 1", []).tolist())
-                                      .values()})
-        except Unavailable:
-            pass
+    try:
+        index_budget = services.index_budget()
+    except Unavailable as exc:
+        reasons["search"] = reasons["library"] = str(exc)
+        index_budget = None
 
     with gr.Blocks(title=s.title, analytics_enabled=False) as ui:
         gr.Markdown(f"# {s.title}\nSearch, classify and chat about videos at the compute budget you choose.")
@@ -64,8 +61,9 @@ def build_ui(services: Services) -> gr.Blocks:
         with gr.Tab("Search"):
             if reasons["search"]:
                 gr.Markdown(f"Search is unavailable: {reasons['search']}")
-            gr.Markdown("Search uses the index's vectors (built at its own budget); a query by video is encoded "
-                        "at the slider's budget.")
+            gr.Markdown(f"Text search ranks the library's vectors, encoded at the index's budget "
+                        f"({index_budget or '?'} tokens), so the slider does not change it; a query by video is "
+                        f"encoded at the slider's budget.", elem_id="search-note")
             with gr.Row():
                 query = gr.Textbox(label="Describe the moment", scale=4, elem_id="query",
                                    interactive=reasons["search"] is None)
@@ -79,9 +77,14 @@ def build_ui(services: Services) -> gr.Blocks:
             gallery = gr.Gallery(label="Moments", columns=4, height="auto", elem_id="moments", allow_preview=False)
             with gr.Row():
                 previous = gr.Button("◀ Previous")
-                page_md = gr.Markdown("")
+                page_md = gr.Markdown("", elem_id="search-status")
                 following = gr.Button("Next ▶")
                 like = gr.Button("More like this", elem_id="more-like-this")
+            with gr.Accordion("Find moments like a video", open=False):
+                with gr.Row():
+                    query_video = gr.Video(label="Query video", sources=["upload"], elem_id="query-video")
+                    by_video = gr.Button("Search by video", elem_id="search-video-button",
+                                         interactive=reasons["search"] is None)
             player = gr.HTML(elem_id="player")
             moments = gr.State([])
             selected = gr.State(None)
@@ -121,12 +124,27 @@ def build_ui(services: Services) -> gr.Blocks:
 
             like.click(more_like, selected, [gallery, moments, page_md])
 
+            def run_video_search(uploaded, tag_text, folder_text, low, high, b):
+                if not uploaded:
+                    return [], [], "upload a query video first"
+                filters = SearchFilters(tuple(t.strip() for t in (tag_text or "").split(",") if t.strip()),
+                                        folder_text or None, low or None, high or None)
+                try:
+                    services.check_video(Path(uploaded))
+                    found = services.search_video(Path(uploaded), PAGE, int(b), filters)
+                except (BadInput, Unavailable) as exc:
+                    return [], [], _error(exc)
+                return _gallery(found), found, f"{len(found)} moments like the query video (encoded at {int(b)} tokens)"
+
+            by_video.click(run_video_search, [query_video, tags, folder, min_d, max_d, budget],
+                           [gallery, moments, page_md])
+
         with gr.Tab("Classify"):
             if reasons["classify"]:
                 gr.Markdown(f"Classification is unavailable: {reasons['classify']}")
             with gr.Row():
                 upload = gr.Video(label="Upload a video", sources=["upload"], elem_id="classify-upload")
-                pick_video = gr.Dropdown(library_choices, label="…or pick one from the library", elem_id="classify-pick")
+                pick_video = gr.Dropdown([], label="…or pick one from the library", elem_id="classify-pick")
             classify_go = gr.Button("Classify", variant="primary", elem_id="classify-button",
                                     interactive=reasons["classify"] is None)
             labels = gr.Label(num_top_classes=5, label="Top-5", elem_id="labels")
@@ -154,7 +172,7 @@ def build_ui(services: Services) -> gr.Blocks:
                 gr.Markdown(f"Chat is unavailable: {reasons['chat']}")
             with gr.Row():
                 chat_upload = gr.Video(label="Upload a video", sources=["upload"])
-                chat_pick = gr.Dropdown(library_choices, label="…or pick one from the library", elem_id="chat-pick")
+                chat_pick = gr.Dropdown([], label="…or pick one from the library", elem_id="chat-pick")
             chatbot = gr.Chatbot(label="Conversation", elem_id="chatbot", height=360)
             with gr.Row():
                 message = gr.Textbox(label="Ask about the video", scale=4, elem_id="chat-message",
@@ -193,12 +211,16 @@ def build_ui(services: Services) -> gr.Blocks:
 
             new_session.click(restart, session_id, [chatbot, session_id])
 
-            def restore(sid):
+            def restore(sid, shown):
+                """The conversation of the browser's session id, read back from the server after a reload."""
+                if shown:
+                    return gr.skip()  # a conversation on screen is newer than the stored one
                 turns = services.history(sid) if sid else []
                 return [m for q, a in turns for m in ({"role": "user", "content": q},
                                                       {"role": "assistant", "content": a})]
 
-            ui.load(restore, session_id, chatbot)
+            # The browser hands the stored id over after the page has loaded, as a change of the state.
+            gr.on([ui.load, session_id.change], restore, [session_id, chatbot], chatbot)
 
         with gr.Tab("Library"):
             if reasons["library"]:
@@ -213,16 +235,19 @@ def build_ui(services: Services) -> gr.Blocks:
             progress_md = gr.Markdown(elem_id="library-progress")
             timer = gr.Timer(1.0, active=False)
 
-            def show_stats():
-                if reasons["library"]:
-                    return reasons["library"], []
+            def show_stats(picked_for_classify, picked_for_chat):
+                """Statistics, skipped files, and the library's videos for the pickers (they change with builds)."""
                 try:
-                    st = services.stats()
+                    if reasons["library"]:
+                        raise Unavailable(reasons["library"])
+                    st, videos = services.stats(), services.library_videos()
                 except (BadInput, Unavailable) as exc:
-                    return _error(exc), []
+                    return _error(exc), [], gr.Dropdown(choices=[]), gr.Dropdown(choices=[])
                 text = (f"**{st['videos']} videos, {st['segments']} segments**, {len(st['skipped'])} skipped · model "
                         f"`{st['model_id']}` · budget {st['budget']} · {st['dim']}-d · index {st['index_type']}")
-                return text, [[x["path"], x["reason"]] for x in st["skipped"]]
+                keep = [v if v in videos else None for v in (picked_for_classify, picked_for_chat)]
+                return (text, [[x["path"], x["reason"]] for x in st["skipped"]],
+                        gr.Dropdown(choices=videos, value=keep[0]), gr.Dropdown(choices=videos, value=keep[1]))
 
             def start(folder_text):
                 try:
@@ -240,10 +265,12 @@ def build_ui(services: Services) -> gr.Blocks:
                         f"{job.skipped} skipped{eta}. {job.message}")
                 return text, gr.Timer(active=job.state == "running")
 
-            ui.load(show_stats, None, [stats_md, skipped])
+            library_outputs = [stats_md, skipped, pick_video, chat_pick]
+            ui.load(show_stats, [pick_video, chat_pick], library_outputs)
             add.click(start, add_folder, [job_state, progress_md, timer])
             reindex.click(lambda: start(None), None, [job_state, progress_md, timer])
-            timer.tick(poll, job_state, [progress_md, timer]).then(show_stats, None, [stats_md, skipped])
+            timer.tick(poll, job_state, [progress_md, timer]).then(show_stats, [pick_video, chat_pick],
+                                                                   library_outputs)
     return ui
 
 

@@ -1,7 +1,8 @@
 """``build_index``: encode a video library into an index, incrementally and resumably; ``merge_indexes``.
 
 Per run: new files are added, files whose content hash changed are re-encoded, files gone from the source are
-dropped, and the rest is left alone (size + mtime unchanged means the content hash is not even recomputed).
+dropped, and the rest is left alone (size + mtime unchanged means the content hash is not even recomputed;
+edited manifest metadata of an unchanged file is updated in SQLite without re-encoding).
 Decoding runs in ``VideoLoader`` worker processes while the main process encodes batches of segments of
 many videos; each finished video is committed in one SQLite transaction, so a killed build resumes at the
 first uncommitted video. Bad files are recorded as skipped with the reason and retried only when they change.
@@ -54,6 +55,7 @@ class BuildReport:
     skipped: list[SkippedFile] = field(default_factory=list)
     segments: int = 0
     seconds: float = 0.0
+    metadata_updated: int = 0  # unchanged files whose manifest title/caption/tags/date/columns changed
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in self.__dict__.items() if k != "skipped"},
@@ -136,6 +138,7 @@ def _changes(store: Store, items: list[SourceItem], report: BuildReport, prune: 
              ) -> list[tuple[SourceItem, str, int, float]]:
     """Files to (re-)encode; drops vanished ones (with ``prune``) and counts the unchanged ones."""
     known = store.videos()
+    stored_metadata = store.user_metadata()
     wanted = {item.path for item in items}
     gone = [p for p in known if p not in wanted] if prune else []
     report.removed = store.remove_paths(gone)
@@ -150,14 +153,26 @@ def _changes(store: Store, items: list[SourceItem], report: BuildReport, prune: 
         row = known.get(item.path)
         if row is not None and row.size == stat.st_size and row.mtime == stat.st_mtime:
             report.unchanged += 1
+            _update_metadata(store, item, row, stat.st_mtime, stored_metadata, report)
             continue
         sha = file_sha256(item.path)
         if row is not None and row.sha256 == sha:  # touched or copied over, same content
             store.update_stat(item.path, stat.st_size, stat.st_mtime)
             report.unchanged += 1
+            _update_metadata(store, item, row, stat.st_mtime, stored_metadata, report)
             continue
         todo.append((item, sha, stat.st_size, stat.st_mtime))
     return todo
+
+
+def _update_metadata(store: Store, item: SourceItem, row: VideoRow, mtime: float,
+                     stored: dict[str, tuple], report: BuildReport) -> None:
+    """Store the source's current title/caption/tags/date/columns for an unchanged file when they differ."""
+    date = item.date if item.date is not None or row.status != "ok" else mtime
+    wanted = (item.title, item.caption, tuple(item.tags), dict(item.metadata), date)
+    if stored.get(item.path) != wanted:
+        store.update_metadata(item.path, *wanted)
+        report.metadata_updated += 1
 
 
 def _record_unreadable(store: Store, path: str, row: VideoRow | None, exc: OSError, report: BuildReport) -> None:
@@ -296,12 +311,17 @@ def _write_vectors(store: Store) -> None:
 
 
 def merge_indexes(out_dir: str | Path, shard_dirs: list[str | Path], show_progress: bool = True) -> BuildReport:
-    """Combine shard indexes built with the same model and settings into ``out_dir`` (a new folder)."""
+    """Combine shard indexes built with the same model and settings into ``out_dir`` (a new folder).
+
+    The merge is written to ``OUT.merging`` and renamed to ``OUT`` when complete, so a killed merge leaves no
+    half index behind; running it again starts over."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    if (out_dir / "index.sqlite").exists():
-        raise IndexStoreError(out_dir, "already holds an index; merge into a new folder")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        reason = "already holds an index" if (out_dir / "index.sqlite").exists() else "exists and is not empty"
+        raise IndexStoreError(out_dir, f"{reason}; merge into a new folder")
     shards = [Store(d) for d in shard_dirs]
+    work = out_dir.with_name(out_dir.name + ".merging")
     try:
         infos = [s.info() for s in shards]
         if any(i is None for i in infos):
@@ -312,16 +332,17 @@ def merge_indexes(out_dir: str | Path, shard_dirs: list[str | Path], show_progre
                     (first.model_id, first.budget, first.window, first.stride, first.dim):
                 raise IndexStoreError(directory, f"was built with other settings than {shard_dirs[0]} "
                                                  f"({info} vs {first})")
-        out = Store(out_dir, create=True)
+        shutil.rmtree(work, ignore_errors=True)  # what a killed merge left
+        out = Store(work, create=True)
         report = BuildReport()
         try:
             out.set_info(first)
-            (out_dir / "thumbs").mkdir(exist_ok=True)
+            (work / "thumbs").mkdir(exist_ok=True)
             for shard in tqdm(shards, unit="shard", disable=not show_progress, desc="merging"):
                 for video in shard.export_videos():
                     for *_, thumb, _ in video.segments:
                         if thumb:
-                            shutil.copy2(shard.dir / thumb, out_dir / thumb)
+                            shutil.copy2(shard.dir / thumb, work / thumb)
                     out.commit_video(video)
                     report.added += video.reason is None
             report.skipped = out.skipped()
@@ -329,9 +350,9 @@ def merge_indexes(out_dir: str | Path, shard_dirs: list[str | Path], show_progre
             _write_vectors(out)
         finally:
             out.close()
+        os.replace(work, out_dir)  # an empty out_dir is replaced too
     finally:
         for shard in shards:
             shard.close()
     report.seconds = time.perf_counter() - started
     return report
-

@@ -57,7 +57,8 @@ def build(
         print(json.dumps(report.to_dict(), indent=2))
         return
     console.print(f"added {report.added}, updated {report.updated}, removed {report.removed}, unchanged "
-                  f"{report.unchanged}; {report.segments} segments in the index ({report.seconds:.1f} s)")
+                  f"{report.unchanged} (new metadata for {report.metadata_updated}); {report.segments} segments in "
+                  f"the index ({report.seconds:.1f} s)")
     for skipped in report.skipped:
         console.print(f"  skipped {skipped.path}: {skipped.reason}", highlight=False, soft_wrap=True)
 
@@ -67,7 +68,7 @@ def merge(
     out: Path = typer.Argument(..., help="New index folder to create."),
     shards: list[Path] = typer.Argument(..., help="Shard index folders built with --shard."),
 ) -> None:
-    """Combine shard indexes (same model, budget and windows) into one."""
+    """Combine shard indexes (same model, budget and windows) into one; a killed merge leaves no half index."""
     try:
         report = merge_indexes(out, shards)
     except FAILURES as exc:

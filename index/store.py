@@ -206,6 +206,22 @@ class Store:
                  for s, e, w, t, v in video.segments])
             self._bump(now)
 
+    def user_metadata(self) -> dict[str, tuple]:
+        """path -> (title, caption, tags, metadata, date) as stored, to spot manifest edits."""
+        rows = self.db.execute("SELECT path, title, caption, tags, metadata, date FROM videos")
+        return {r[0]: (r[1], r[2], tuple(json.loads(r[3])), json.loads(r[4]), r[5]) for r in rows}
+
+    def update_metadata(self, path: str, title: str | None, caption: str | None, tags: tuple[str, ...],
+                        metadata: dict[str, Any], date: float | None) -> None:
+        """New user metadata for an indexed file (vectors untouched: filters read it from here at query time)."""
+        with self._transaction():
+            (video_id,) = self.db.execute("SELECT id FROM videos WHERE path = ?", (path,)).fetchone()
+            self.db.execute("UPDATE videos SET title = ?, caption = ?, tags = ?, metadata = ?, date = ? WHERE id = ?",
+                            (title, caption, json.dumps(list(tags)), json.dumps(metadata), date, video_id))
+            self.db.execute("DELETE FROM tags WHERE video_id = ?", (video_id,))
+            self.db.executemany("INSERT INTO tags(video_id, tag) VALUES (?, ?)", [(video_id, t) for t in tags])
+            self._set_meta({"built_at": repr(time.time())})
+
     def update_stat(self, path: str, size: int, mtime: float) -> None:
         """New size/mtime for a file whose content hash is unchanged (vectors untouched: no new generation)."""
         self.db.execute("UPDATE videos SET size = ?, mtime = ? WHERE path = ?", (size, mtime, path))
@@ -255,14 +271,6 @@ class Store:
         if row is None:
             raise KeyError(segment_id)
         return np.frombuffer(row[0], dtype=np.float32).copy()
-
-    def vectors_of(self, ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
-        found: dict[int, np.ndarray] = {}
-        for chunk in _chunks([int(i) for i in ids], 500):
-            marks = ",".join("?" * len(chunk))
-            for segment_id, blob in self.db.execute(f"SELECT id, vector FROM segments WHERE id IN ({marks})", chunk):
-                found[segment_id] = np.frombuffer(blob, dtype=np.float32).reshape(dim)
-        return found
 
     def segments(self, ids: Iterable[int]) -> dict[int, SegmentRecord]:
         ids = [int(i) for i in ids]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ import numpy as np
 
 from . import vectors
 from .store import IndexStoreError, SegmentRecord, SkippedFile, Store
+
+REBUILD_GAP_S = 2.0
+"""Least time between two rebuilds of the search structure from SQLite by one reader (see ``_refresh``)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class VideoIndex:
         self._generation = -1
         self._faiss = None
         self._gpu = None
+        self._next_rebuild = 0.0
+        self._positions: np.ndarray | None = None
         self._kind: vectors.IndexType = "flat"
 
     @classmethod
@@ -57,13 +63,25 @@ class VideoIndex:
 
     def _refresh(self) -> None:
         """Load the FAISS file of the store's generation; rebuild it from SQLite when it is stale or missing
-        (a build that was killed before writing it, or one that is still running)."""
+        (a build that was killed before writing it, or one that is still running).
+
+        While a build runs beside this reader the generation moves with every committed video; rebuilding each
+        time would spend the reader's CPU on rebuilds (minutes for a large HNSW), so after a rebuild that took t
+        seconds the older structure keeps serving for max(REBUILD_GAP_S, 10 t) seconds. That is safe: hits of
+        segments since deleted are dropped against SQLite, and new videos appear at the next rebuild or as
+        soon as the build writes its FAISS file."""
         with self._lock:
             generation = self.store.generation
             if generation == self._generation:
                 return
             loaded = vectors.load(self.dir, generation)
+            if loaded is not None and not vectors.is_current(loaded, vectors.resolve_type(self.info.index_type,
+                                                                                           loaded.ntotal)):
+                loaded = None  # written by an older FluxVid: rebuilt below
             if loaded is None:
+                if self._faiss is not None and time.monotonic() < self._next_rebuild:
+                    return
+                started = time.monotonic()
                 ids, matrix = self.store.vectors(self.info.dim)
                 kind = vectors.resolve_type(self.info.index_type, len(ids))
                 loaded = vectors.build(ids, matrix, kind)
@@ -71,10 +89,12 @@ class VideoIndex:
                     vectors.save(loaded, self.dir, generation)
                 except OSError:
                     pass  # a read-only index folder: keep the rebuilt index in memory
+                self._next_rebuild = time.monotonic() + max(REBUILD_GAP_S, 10 * (time.monotonic() - started))
             count = loaded.ntotal
             self._kind = vectors.resolve_type(self.info.index_type, count)
             self._faiss = loaded
             self._gpu = vectors.on_gpu(loaded, self._kind)
+            self._positions = vectors.id_map(loaded) if self._kind == "ivfpq" else None
             self._generation = generation
 
     def stats(self) -> IndexStats:
@@ -85,8 +105,10 @@ class VideoIndex:
                               i.index_type, self.store.built_at, i.window, i.stride)
 
     def segment_count(self) -> int:
+        """Segments to search: the store's count, or the search structure's while it still holds more (it
+        lags behind a build running beside this reader; see ``_refresh``)."""
         with self._lock:
-            return self.store.counts()[1]
+            return max(self.store.counts()[1], self._faiss.ntotal if self._faiss is not None else 0)
 
     def segment(self, segment_id: int) -> SegmentRecord:
         with self._lock:
@@ -117,18 +139,11 @@ class VideoIndex:
             return self.store.filtered_ids(where, params)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, segment ids) ``[Q, k]`` by inner product; ids -1 pad when fewer segments qualify.
-
-        IVF-PQ's compressed scores only shortlist ``vectors.REFINE`` x k candidates, which are then re-scored
-        exactly with the stored vectors (the usual IVF-PQ + re-ranking set-up)."""
+        """(scores, segment ids) ``[Q, k]`` by inner product; ids -1 pad when fewer segments qualify."""
         self._refresh()
         with self._lock:
-            if self._kind != "ivfpq":
-                return vectors.search(self._faiss, self._kind, queries, k, allowed, gpu=self._gpu)
-            _, shortlist = vectors.search(self._faiss, self._kind, queries, k * vectors.REFINE, allowed,
-                                          gpu=self._gpu)
-            stored = self.store.vectors_of({int(i) for i in shortlist.ravel() if i >= 0}, self.info.dim)
-        return vectors.rerank(queries, shortlist, stored, k)
+            return vectors.search(self._faiss, self._kind, queries, k, allowed, gpu=self._gpu,
+                                  positions=self._positions)
 
     def close(self) -> None:
         self.store.close()

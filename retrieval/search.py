@@ -113,13 +113,11 @@ class Searcher:
                 offset: int = 0) -> list[Moment]:
         """More like an indexed segment; the segment's own video is left out."""
         record = self.index.segment(segment_id)
-        hits = self.search_vector(self.index.vector(segment_id), k + offset + 64, filters, merge, 0)
-        others = [m for m in hits if m.path != record.path]
-        return others[offset:offset + k]
+        return self.search_vector(self.index.vector(segment_id), k, filters, merge, offset, exclude_path=record.path)
 
     def search_vector(self, vector: np.ndarray, k: int = 10, filters: SearchFilters | None = None,
-                      merge: bool = True, offset: int = 0) -> list[Moment]:
-        """Top moments for a unit query vector in the index's space."""
+                      merge: bool = True, offset: int = 0, exclude_path: str | None = None) -> list[Moment]:
+        """Top moments for a unit query vector in the index's space, leaving out the video ``exclude_path``."""
         if k < 1 or offset < 0:
             raise ValueError("k must be >= 1 and offset >= 0")
         condition = (filters or SearchFilters()).sql()
@@ -133,7 +131,7 @@ class Searcher:
             scores, ids = self.index.search(vector[None].astype(np.float32), min(fetch, max(total, 1)), allowed)
             hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
             records = self.index.segments([i for _, i in hits])
-            hits = [(s, i) for s, i in hits if i in records]
+            hits = [(s, i) for s, i in hits if i in records and records[i].path != exclude_path]
             moments = _merge(hits, records) if merge else [_moment(s, records[i]) for s, i in hits]
             if len(moments) >= wanted or fetch >= total:
                 return moments[offset:wanted]

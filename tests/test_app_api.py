@@ -74,8 +74,40 @@ def test_search_returns_the_searchers_moments_and_serves_their_files(world: dict
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     video = client.get(moments[0]["video_url"].split("#")[0], headers={"Range": "bytes=0-99"})
     assert video.status_code == 206 and len(video.content) == 100
-    filtered = client.get("/api/search", params={"q": "a square", "k": 10, "path_prefix": str(files["carphone"].parent)})
+    filtered = client.get("/api/search", params={"q": "a square", "k": 10,
+                                                 "path_prefix": str(files["carphone"].parent)})
     assert {m["path"] for m in filtered.json()["moments"]} == {str(files["carphone"].resolve())}
+    like = client.get(f"/api/similar/{moments[0]['segment_id']}", params={"k": 3}).json()["moments"]
+    assert [m["segment_id"] for m in like] == [m.segment_id for m in searcher.similar(moments[0]["segment_id"], 3)]
+    assert all(m["path"] != moments[0]["path"] and m["thumbnail_url"] for m in like)
+    assert {"index", "search"} <= set(client.get("/api/health").json()["loaded"])
+
+
+def test_search_by_video_encodes_the_query_at_the_requested_budget(world: dict) -> None:
+    client, files = world["client"], world["files"]
+    searcher = Searcher(VideoIndex.open(files["index"]), DualEncoder.load(files["model"]))
+    red = files["red"].resolve()
+    with red.open("rb") as f:
+        uploaded = client.post("/api/search/video", files={"file": ("query.mp4", f, "video/mp4")},
+                               data={"budget": "128", "k": "4"})
+    assert uploaded.status_code == 200, uploaded.text
+    expected = searcher.search_video(red, 4, budget=128)
+    assert [m["segment_id"] for m in uploaded.json()["moments"]] == [m.segment_id for m in expected]
+    assert [m["score"] for m in uploaded.json()["moments"]] == pytest.approx([m.score for m in expected], abs=1e-5)
+    by_path = client.post("/api/search/video", data={"path": str(red), "budget": "64", "k": "4"}).json()
+    at_index_budget = searcher.search_video(red, 4, budget=64)
+    assert [m["score"] for m in by_path["moments"]] == pytest.approx([m.score for m in at_index_budget], abs=1e-5)
+    assert by_path["moments"][0]["path"] == str(red) and by_path["moments"][0]["score"] > 0.99, \
+        "at the index's budget a library video finds its own whole-video vector"
+    assert by_path["index_budget"] == 64 and by_path["budget"] == 64
+    assert client.post("/api/search/video", data={"budget": "128"}).status_code == 400
+    assert client.post("/api/search/video", data={"path": "/etc/passwd"}).status_code == 404
+    assert client.post("/api/search/video", data={"path": str(red), "budget": "8"}).status_code == 400
+
+    differs = client.get("/api/search", params={"q": "red", "budget": 256}).json()
+    assert differs["index_budget"] == 64 and "64 tokens" in differs["note"]
+    assert "note" not in client.get("/api/search", params={"q": "red", "budget": 64}).json()
+    assert client.get("/api/search", params={"q": "red", "budget": 9999}).status_code == 400
 
 
 def test_chat_round_trip_streams_and_keeps_the_session(world: dict) -> None:
@@ -133,6 +165,12 @@ def test_missing_models_answer_503_and_tokens_guard_the_api(world: dict) -> None
         missing = httpx.post(f"{bare.url}/api/classify", data={"path": "x.mp4"}, headers=auth)
         assert missing.status_code == 503 and "--classifier" in missing.json()["error"]
         assert httpx.get(f"{bare.url}/api/search", params={"q": "x"}, headers=auth).status_code == 503
+        components = httpx.get(f"{bare.url}/config", headers=auth).json()["components"]
+        props = [c.get("props", {}) for c in components]
+        buttons = {p["elem_id"]: p["interactive"] for p in props if p.get("elem_id", "").endswith(("-button", "-send"))}
+        assert buttons and not any(buttons.values()), f"buttons needing a missing model stay disabled: {buttons}"
+        explained = " ".join(str(p.get("value")) for p in props)
+        assert "start the server with --classifier FILE" in explained and "--projector FILE" in explained
         assert httpx.get(f"{bare.url}/?token=s3cret", follow_redirects=True).status_code == 200
     finally:
         bare.stop()

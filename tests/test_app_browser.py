@@ -1,6 +1,6 @@
 """The UI in a real headless Chromium (Debian's, driven by Playwright): the budget slider updates the plan, a
-search shows moments, a classification shows labels, a chat turn streams an answer. Screenshots are saved
-under the test's output folder."""
+search (by text and by video) shows moments, a classification shows labels, a chat turn streams an answer and a
+reload restores it. Screenshots are saved under the test's output folder."""
 
 from __future__ import annotations
 
@@ -59,6 +59,13 @@ def test_slider_search_classify_and_chat_in_a_browser(page_url, tmp_path: Path) 
         expect(page.locator("#fluxvid-player")).to_be_attached(timeout=30_000)
         page.screenshot(path=str(shots / "2-search.png"))
 
+        page.get_by_text("Find moments like a video").click()
+        page.locator("#query-video input[type=file]").set_input_files(str(files["green"]))
+        page.locator("#search-video-button").click()
+        expect(page.locator("#search-status")).to_contain_text("like the query video (encoded at 256 tokens)",
+                                                               timeout=60_000)
+        expect(page.locator("#moments img").first).to_be_visible()
+
         page.get_by_role("tab", name="Classify").click()
         page.locator("#classify-upload input[type=file]").set_input_files(str(files["blue"]))
         page.locator("#classify-button").click()
@@ -75,5 +82,9 @@ def test_slider_search_classify_and_chat_in_a_browser(page_url, tmp_path: Path) 
         page.locator("#chat-send").click()
         expect(page.locator("#chatbot")).to_contain_text(answer_for(toy.held_out[1][1]), timeout=60_000)
         page.screenshot(path=str(shots / "4-chat.png"))
+
+        page.reload(wait_until="domcontentloaded")  # the session id kept in local storage restores the chat
+        page.get_by_role("tab", name="Chat").click()
+        expect(page.locator("#chatbot")).to_contain_text(answer_for(toy.held_out[1][1]), timeout=60_000)
         browser.close()
     assert len(list(shots.glob("*.png"))) == 4

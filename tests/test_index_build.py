@@ -210,7 +210,10 @@ def test_shards_merged_equal_a_single_build(built, tmp_path: Path) -> None:
     reports = [build_index(root / "library", shard_folder(tmp_path / "shard{rank}", part), model, BUDGET,
                            window=WINDOW, shard=part, num_workers=0, show_progress=False) for part in parts]
     assert sum(r.added for r in reports) == 5 and all(r.added for r in reports), "both shards got work"
+    (tmp_path / "merged.merging").mkdir()
+    (tmp_path / "merged.merging" / "index.sqlite").write_bytes(b"what a killed merge left")
     merged = merge_indexes(tmp_path / "merged", [tmp_path / "shard0", tmp_path / "shard1"], show_progress=False)
+    assert not (tmp_path / "merged.merging").exists()
     assert merged.added == 5 and len(merged.skipped) == 1
     single, combined = stored(root / "idx"), stored(tmp_path / "merged")
     assert single.keys() == combined.keys()
@@ -219,6 +222,10 @@ def test_shards_merged_equal_a_single_build(built, tmp_path: Path) -> None:
     assert all(index.segment(int(i)).thumbnail.is_file() for i in index.allowed_ids("1 = 1", []))
     with pytest.raises(IndexStoreError, match="already holds an index"):
         merge_indexes(tmp_path / "merged", [tmp_path / "shard0"], show_progress=False)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(IndexStoreError, match="not empty"):
+        merge_indexes(tmp_path / "taken", [tmp_path / "shard0"], show_progress=False)
     for bad in ("2/2", "a/b", "3"):
         with pytest.raises(ValueError, match="--shard"):
             parse_shard(bad)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from index import VideoIndex, build_index
-from index.store import SegmentRecord
+from index.store import SegmentRecord, Store
 from retrieval.search import Searcher, SearchFilters, _merge
 from tests.clips import sample_video
 from tests.index_support import (COLOURS, load_model, make_library, solid_clip, tiny_dual_encoder, train_dual_encoder,
@@ -181,3 +181,39 @@ def test_eval_retrieval_on_an_index_equals_re_encoding(library: dict) -> None:
     assert [r["scoring"] for r in a] == ["plain", "dual softmax"] and a[0]["videos"] == 5
     for key in ("t2v/R@1", "t2v/R@5", "t2v/MdR", "v2t/R@1"):
         assert a[0][key] == pytest.approx(b[0][key]), key
+
+
+def test_edited_manifest_metadata_is_stored_without_re_encoding(library: dict, tmp_path: Path) -> None:
+    shutil.copytree(library["root"] / "idx", tmp_path / "idx")
+    rows = [json.loads(line) for line in library["manifest"].read_text().splitlines()]
+    rows[1] = {**rows[1], "tags": ["cool", "sky"], "title": "renamed", "camera": "drone"}
+    manifest = write_manifest(tmp_path / "edited.jsonl", rows)
+    generation = VideoIndex.open(tmp_path / "idx").store.generation
+    report = build_index(manifest, tmp_path / "idx", library["model"], BUDGET, window=WINDOW, num_workers=0,
+                         show_progress=False)
+    assert (report.added, report.updated, report.unchanged, report.metadata_updated) == (0, 0, 5, 1)
+    index = VideoIndex.open(tmp_path / "idx")
+    assert index.store.generation == generation, "no vector changed"
+    found = Searcher(index, load_model(library["model"])).search_text("x", k=5, filters=SearchFilters(tags=["sky"]))
+    assert {m.path for m in found} == {str(library["clips"]["blue"].resolve())}
+    assert found[0].title == "renamed" and found[0].metadata["camera"] == "drone"
+    again = build_index(manifest, tmp_path / "idx", library["model"], BUDGET, window=WINDOW, show_progress=False)
+    assert again.metadata_updated == 0
+
+
+def test_an_open_index_follows_changes_made_beside_it(library: dict, tmp_path: Path) -> None:
+    shutil.copytree(library["root"] / "idx", tmp_path / "idx")
+    searcher = Searcher(VideoIndex.open(tmp_path / "idx"), load_model(library["model"]))
+    red = str(library["clips"]["red"].resolve())
+    assert searcher.search_video(red, k=1, merge=False)[0].path == red
+    writer = Store(tmp_path / "idx")
+    for gone in (red, str(library["clips"]["green"].resolve())):
+        # a new generation without its FAISS file, as during a build; the second one comes within the reader's
+        # rebuild gap, so the reader may answer from its older structure, which still holds the deleted segments
+        writer.remove_paths([gone])
+        after = searcher.search_video(gone, k=5, merge=False)
+        assert len(after) == 5 and gone not in {m.path for m in after}, "deleted segments never come back as hits"
+    writer.close()
+    build_index(library["manifest"], tmp_path / "idx", library["model"], BUDGET, window=WINDOW, num_workers=0,
+                show_progress=False)  # puts it back and writes the FAISS file of the new generation
+    assert searcher.search_video(red, k=1, merge=False)[0].path == red
