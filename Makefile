@@ -9,11 +9,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Install the product and run its main job.
+# Install the product and run its main job: the demo app on the embedded default (offline, shipped models).
 run: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
-	$(BIN)/fluxvid encoder models
-	$(BIN)/fluxvid encoder plan
+	$(BIN)/fluxvid demo
 
 # Install the product with its test extras (and Debian's chromium for the browser test, when root with apt),
 # then run the whole test suite (pytest exits non-zero on no tests).

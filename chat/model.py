@@ -41,7 +41,8 @@ class ChatModel:
         """Everything from a projector file; ``llm`` / ``vision`` / ``budget`` default to what it was trained
         with (the budget may differ: FluxViT is trained to work across budgets)."""
         proj, info = load_projector(projector)
-        llm_name, vision_name = llm or info.llm, vision or info.vision
+        llm_name = llm or beside(projector, info.llm)
+        vision_name = vision or beside(projector, info.vision)
         vit = load_vision(vision_name, info.vision_model)
         language_model, tokenizer = load_llm(llm_name, dtype=dtype)
         if info.lora:
@@ -92,3 +93,10 @@ class ChatModel:
         stand_in = next(i for i in prompt_ids if i != self.video_id)
         ids = ids.masked_fill(ids == self.video_id, stand_in)
         return stream_generate(self.llm, self.tokenizer, ids, embeds, settings, self.stop_ids)
+
+
+def beside(projector: str | Path, source: str) -> str:
+    """A source the projector info names relative to its own file (a trained LLM or ViT shipped with it, so
+    the folder can move), else the source as recorded (an absolute path, a hub id or a registered name)."""
+    local = Path(projector).parent / source
+    return str(local) if not Path(source).is_absolute() and local.exists() else source

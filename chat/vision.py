@@ -90,12 +90,15 @@ def video_token_count(model_plan: Plan, tubelet_size: int, tokens_per_frame: int
 
 
 class VisionTower(nn.Module):
-    """A frozen FluxViT at one budget: video ``[B, 3, T, H, W]`` -> features ``[B, N, C]`` (CLS dropped)."""
+    """A FluxViT at one budget: video ``[B, 3, T, H, W]`` -> features ``[B, N, C]`` (CLS dropped). Frozen,
+    unless a recipe makes its parameters trainable (``chat.train_vision``): then gradients flow through it."""
 
-    def __init__(self, vit: FluxViT, budget: int, tokens_per_frame: int | None = None) -> None:
+    def __init__(self, vit: FluxViT, budget: int, tokens_per_frame: int | None = None,
+                 sampling: Plan | None = None) -> None:
+        """``sampling`` overrides the plan the ViT's Token Optimization table gives ``budget``."""
         super().__init__()
         self.vit = vit
-        self.plan = plan(budget, vit.config)
+        self.plan = sampling if sampling is not None else plan(budget, vit.config)
         check_tokens_per_frame(self.plan, vit.config.patch_size, tokens_per_frame)
         self.tokens_per_frame = tokens_per_frame
 
@@ -107,13 +110,14 @@ class VisionTower(nn.Module):
     def num_tokens(self) -> int:
         return video_token_count(self.plan, self.vit.config.tubelet_size, self.tokens_per_frame)
 
-    @torch.no_grad()
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         expected = (self.plan.frames, self.plan.resolution, self.plan.resolution)
         if video.ndim != 5 or tuple(video.shape[2:]) != expected:
             raise ValueError(f"budget {self.plan.budget} expects video [B, 3, {expected[0]}, {expected[1]}, "
                              f"{expected[2]}], got {tuple(video.shape)}")
-        out = self.vit.encode(video, keep_tokens=self.plan.keep_tokens)
+        trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.vit.parameters())
+        with torch.set_grad_enabled(trains):
+            out = self.vit.encode(video, keep_tokens=self.plan.keep_tokens)
         tokens = out.tokens[:, 1:]
         if self.tokens_per_frame is None:
             return tokens

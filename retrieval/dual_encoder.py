@@ -137,9 +137,12 @@ class DualEncoder(nn.Module):
         self._id_cache = (versions, model_id)
         return model_id
 
-    def save(self, path: str | Path, **metadata: Any) -> None:
-        """Write weights + config atomically (temporary file, then rename); ``metadata`` is stored alongside."""
-        atomic_torch_save({"state_dict": self.state_dict(),
+    def save(self, path: str | Path, dtype: torch.dtype | None = None, **metadata: Any) -> None:
+        """Write weights + config atomically (temporary file, then rename); ``metadata`` is stored alongside.
+        ``dtype`` (e.g. ``torch.float16``) stores floating weights smaller; :meth:`load` casts them back."""
+        state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+                 for k, v in self.state_dict().items()}
+        atomic_torch_save({"state_dict": state,
                            "fluxvid": {"kind": FILE_KIND, "format": FILE_FORMAT, "config": self.config.to_dict(),
                                        "model_id": self.model_id, **metadata}}, path)
 

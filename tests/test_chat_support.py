@@ -21,21 +21,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from chat.llm import prepare_tokenizer, video_token_id
+from chat.llm import QWEN_CHAT_TEMPLATE, prepare_tokenizer, video_token_id
 from chat.prompt import DEFAULT_SYSTEM_PROMPT, VideoContext, build_messages, encode_conversation
 from encoder import create_model, save_checkpoint
 from training.recipes.chat import ChatConfig, ChatRecipe, build_datasets, build_recipe
 
-QWEN_STYLE_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if message['role'] != 'system' or not loop.first %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endif %}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 QUESTION = "What colour is the video?"
 BUDGET = 128  # fluxvit_tiny_patch14: 4 frames x 84 px, 128 of 144 tokens kept
@@ -64,7 +54,7 @@ def build_tokenizer(folder: Path, video_token: bool = True) -> Path:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(corpus * 50, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   chat_template=QWEN_STYLE_TEMPLATE)
+                                   chat_template=QWEN_CHAT_TEMPLATE)
     fast.save_pretrained(folder)
     return folder
 

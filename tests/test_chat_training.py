@@ -69,6 +69,56 @@ def test_lora_trains_exports_and_reloads(toy_chat: ToyChat, tmp_path: Path) -> N
     assert isinstance(session.chat(QUESTION), str)
 
 
+def test_train_llm_only_leaves_the_vit_frozen(toy_chat: ToyChat, tmp_path: Path) -> None:
+    recipe = build_recipe(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train, train_llm=True))
+    assert recipe.frozen_prefixes == ("vision.",)
+    assert all(p.requires_grad for p in recipe.llm.parameters())
+    assert not any(p.requires_grad for p in recipe.vision.parameters())
+
+
+def test_end_to_end_training_ships_the_llm_and_the_vit_beside_the_projector(
+        toy_chat: ToyChat, tmp_path: Path) -> None:
+    cfg = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train, train_llm=True, train_vision=True)
+    recipe = build_recipe(cfg)
+    llm_before = {n: p.detach().clone() for n, p in recipe.llm.named_parameters()}
+    vit_before = {n: p.detach().clone() for n, p in recipe.vision.vit.named_parameters()}
+    assert recipe.frozen_prefixes == ()
+    groups = recipe.param_groups(0.05, 1.0, 1e-3)
+    vision_ids = {id(p) for p in recipe.vision.parameters()}
+    scales = {g["lr_scale"] for g in groups if all(id(p) in vision_ids for p in g["params"])}
+    assert scales == {0.1} and sum(len(g["params"]) for g in groups) == len(list(recipe.parameters()))
+    recipe, _ = train_projector(cfg, steps=2)
+    state = recipe.trainable_state_dict()
+    assert any(k.startswith("llm.") for k in state) and any(k.startswith("vision.") for k in state)
+    recipe.export(tmp_path)
+    info = read_projector_info(tmp_path / "projector.safetensors")
+    assert (info.llm, info.vision) == ("projector-llm", "projector-vision.pt")
+    assert (tmp_path / "projector-llm" / "tokenizer.json").is_file()
+    moved = tmp_path / "moved"  # the projector, its LLM folder and its ViT travel together
+    moved.mkdir()
+    for name in ("projector.safetensors", "projector-llm", "projector-vision.pt"):
+        (tmp_path / name).rename(moved / name)
+    model = ChatModel.load(moved / "projector.safetensors")
+    assert Path(model.llm_name) == moved / "projector-llm"
+    assert Path(model.vision_name) == moved / "projector-vision.pt"
+    trained_llm = dict(model.llm.named_parameters())
+    assert any(not torch.equal(trained_llm[n], p) for n, p in llm_before.items())
+    trained_vit = dict(model.vision.vit.named_parameters())
+    assert any(not torch.equal(trained_vit[n], p) for n, p in vit_before.items())
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_config(_yaml(tmp_path, cfg, lora=True), ChatConfig)
+
+
+def _yaml(tmp_path: Path, cfg: ChatConfig, **chat: object) -> Path:
+    import yaml
+
+    data = cfg.model_dump(mode="json")
+    data["chat"].update(chat)
+    path = tmp_path / "chat.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def test_dataset_items_and_batches(toy_chat: ToyChat) -> None:
     cfg = chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train)
     data = build_datasets(cfg)

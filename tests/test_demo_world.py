@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.demo.generate import generate_world, load_world, plan_world
+from app.demo.generate import DESCRIBE, generate_world, load_world, plan_world
 from app.demo.render import centroid_track, orientation, unwrap_degrees
-from app.demo.world import ACTIONS, COLOURS, ClipSpec, WorldConfig
+from app.demo.world import ACTIONS, COLOURS, ClipSpec, WorldConfig, caption, questions
 from chat.data import read_instructions
 from encoder.video import read_annotations, read_frames
 
@@ -47,6 +47,37 @@ def test_manifests_and_questions_read_with_the_products_readers(world: Path) -> 
     assert len(qa) >= 4 * CONFIG.test
     again = generate_world(world, CONFIG, progress=False)
     assert again == world and len(load_world(world)["test"]) == CONFIG.test
+
+
+def test_captions_are_unique_within_a_split_and_files_per_task(world: Path) -> None:
+    for split, clips in plan_world(CONFIG).items():
+        captions = [caption(c) for c in clips]
+        assert len(set(captions)) == len(captions), split
+    actions = read_annotations(world / "test_actions.jsonl")
+    chained = [c for c in load_world(world)["test"] if len(c.actions) > 1]
+    assert len(actions) == CONFIG.test - len(chained) + sum(len(c.actions) for c in chained)
+    assert all(r.label is not None for r in actions)
+    conversations = read_instructions(world / "test_chat.jsonl")
+    assert len(conversations) == CONFIG.test
+    single = read_instructions(world / "test_qa.jsonl")
+    assert sum(len(c.turns) for c in conversations) == len(single) + CONFIG.test
+    specs = {f"{s.name}.mp4": s for s in load_world(world)["test"]}
+    for conversation in conversations:
+        assert conversation.turns[-1] == (DESCRIBE, caption(specs[Path(conversation.path).name]))
+        asked = {question for question, _ in conversation.turns[:-1]}
+        assert asked == {question for question, _ in questions(specs[Path(conversation.path).name])}
+
+
+def test_splits_render_on_demand_and_keep_what_exists(tmp_path: Path) -> None:
+    small = WorldConfig(train=4, val=2, test=3, seed=3)
+    out = generate_world(tmp_path / "w", small, workers=1, progress=False, splits=("test",))
+    assert not (out / "train").exists() and len(list((out / "test").glob("*.mp4"))) == 3
+    stamp = (out / "test" / "test_0000.mp4").stat().st_mtime_ns
+    generate_world(out, small, workers=1, progress=False)
+    assert len(list((out / "train").glob("*.mp4"))) == 4 and set(load_world(out)) == {"train", "val", "test"}
+    assert (out / "test" / "test_0000.mp4").stat().st_mtime_ns == stamp, "the test split is not rendered again"
+    with pytest.raises(ValueError, match="unknown split"):
+        generate_world(out, small, splits=("dev",))
 
 
 def _frame_at(times: np.ndarray, t: float) -> int:

@@ -66,6 +66,20 @@ def test_save_load_round_trip_and_model_id(tmp_path: Path) -> None:
     assert loaded.model_id != before, "in-place updates invalidate the cached id"
 
 
+def test_half_precision_storage_halves_the_file_and_loads_back_in_fp32(tmp_path: Path) -> None:
+    model = tiny()
+    model.save(tmp_path / "fp32.pt")
+    model.save(tmp_path / "fp16.pt", dtype=torch.float16)
+    assert (tmp_path / "fp16.pt").stat().st_size < 0.6 * (tmp_path / "fp32.pt").stat().st_size
+    loaded = DualEncoder.load(tmp_path / "fp16.pt")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    video = torch.randn(2, 3, 4, 56, 56)
+    with torch.no_grad():
+        exact, rounded = model.encode_video(video), loaded.encode_video(video)
+        assert not torch.equal(exact, rounded) and torch.allclose(exact, rounded, atol=1e-2)
+        assert torch.allclose(model.encode_text(["x y"]), loaded.encode_text(["x y"]), atol=1e-2)
+
+
 def test_load_names_the_file_for_bad_inputs(tmp_path: Path) -> None:
     model = tiny()
     model.save(tmp_path / "good.pt")

@@ -44,3 +44,20 @@ def test_an_example_with_a_typo_names_the_file_and_field(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as error:
         load_config(broken, FTConfig)
     assert str(broken) in str(error.value) and "layer_decy" in str(error.value)
+
+
+def test_model_overrides_may_change_part_of_the_sampling_grid(tmp_path: Path) -> None:
+    path = tmp_path / "clip.yaml"
+    path.write_text("output_dir: out\nmodel: fluxvit_tiny_patch14\n"
+                    "model_overrides: {grid: {min_frames: 4, max_frames: 8, frame_step: 4, min_resolution: 84, "
+                    "max_resolution: 84}, profile: [{budget: 128, frames: 4, resolution: 84}]}\n"
+                    "data: {train: t.jsonl}\n")
+    vit = load_config(path, ClipConfig).vit_config()
+    assert vit.grid.frame_options() == [4, 8] and vit.grid.resolution_options() == [84]
+    assert vit.grid.token_threshold == (256, 1024), "fields left out keep the registered model's values"
+    assert [(p.budget, p.frames, p.resolution) for p in vit.profile] == [(128, 4, 84)]
+    path.write_text("output_dir: out\nmodel: fluxvit_tiny_patch14\nmodel_overrides: {grid: {frames: 3}}\n"
+                    "data: {train: t.jsonl}\n")
+    with pytest.raises(ConfigError, match="frames"):
+        load_config(path, ClipConfig)
+

@@ -81,21 +81,59 @@ def video_clips(cfg: TrainConfig, require: str | None = None) -> tuple[TrainingC
     return TrainingClips(VideoDataset(items, default, augment=augment), vit), items
 
 
-def _run(cfg: TrainConfig, build: Callable[[TrainConfig], tuple[Recipe, Any, Callable]], export_name: str) -> None:
+Built = tuple[Recipe, Any, Callable]
+
+
+def build_ft(cfg: Any) -> Built:
+    """Flux-FT's recipe, labelled clips and collate; class names from the config or the labels."""
+    from .recipes.ft import build_recipe
+
+    clips, items = video_clips(cfg, require="label")
+    names = list(cfg.ft.class_names) or [str(i) for i in range(max(a.label for a in items) + 1)]
+    if max(a.label for a in items) >= len(names):
+        raise ConfigError(f"{cfg.data.train} has label {max(a.label for a in items)} but ft.class_names "
+                          f"lists {len(names)} classes")
+    return build_recipe(cfg, names), clips, skip_bad_collate
+
+
+def build_umt(cfg: Any) -> Built:
+    from .recipes.umt import build_recipe
+
+    clips, _ = video_clips(cfg)
+    return build_recipe(cfg), clips, skip_bad_collate
+
+
+def build_clip(cfg: Any) -> Built:
+    from .recipes.clip import build_recipe
+
+    clips, _ = video_clips(cfg, require="caption")
+    return build_recipe(cfg), clips, captioned_collate
+
+
+def build_chat(cfg: Any) -> Built:
+    from .recipes.chat import build_datasets, build_recipe
+
+    data = build_datasets(cfg)
+    return build_recipe(cfg), ByIndex(data.train), data.collate
+
+
+def run_training(cfg: TrainConfig, build: Callable[[TrainConfig], Built], export_name: str) -> Path:
+    """Train (resuming from the run's newest checkpoint) and export; the path of the exported artifact."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(cfg.seed)  # the config's seed fixes the initial weights too: a run is reproducible
     recipe, dataset, collate = build(cfg)
     trainer = Trainer(cfg, recipe, dataset, collate)
     state = trainer.fit()
+    target = Path(cfg.output_dir) / export_name
     if trainer.ctx.is_main:
-        target = Path(cfg.output_dir) / export_name
         recipe.export(str(target))
         console.print(f"trained {state.step} steps ({state.samples} samples); exported {target}")
+    return target
 
 
 def _command(cfg: TrainConfig, build: Callable, export_name: str) -> None:
     try:
-        _run(cfg, build, export_name)
+        run_training(cfg, build, export_name)
     except (ConfigError, AnnotationError, FileNotFoundError, ValueError) as exc:
         fail(exc)
 
@@ -111,56 +149,36 @@ def _config_or_exit(path: Path, cls: type[TrainConfig], sets: list[str]) -> Trai
 def train_ft(config: Path = typer.Option(..., help=CONFIG_HELP),
              set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     """Flux-FT: supervised classification, three token counts per batch with self-distillation."""
-    from .recipes.ft import FTConfig, build_recipe
+    from .recipes.ft import FTConfig
 
-    def build(cfg: FTConfig):
-        clips, items = video_clips(cfg, require="label")
-        names = list(cfg.ft.class_names) or [str(i) for i in range(max(a.label for a in items) + 1)]
-        if max(a.label for a in items) >= len(names):
-            raise ConfigError(f"{cfg.data.train} has label {max(a.label for a in items)} but ft.class_names "
-                              f"lists {len(names)} classes")
-        return build_recipe(cfg, names), clips, skip_bad_collate
-
-    _command(_config_or_exit(config, FTConfig, set_), build, "final.pt")
+    _command(_config_or_exit(config, FTConfig, set_), build_ft, "final.pt")
 
 
 @app.command("umt")
 def train_umt(config: Path = typer.Option(..., help=CONFIG_HELP),
               set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     """Flux-UMT: distil a frozen teacher into FluxViT with the Double Mask Module."""
-    from .recipes.umt import UMTConfig, build_recipe
+    from .recipes.umt import UMTConfig
 
-    def build(cfg: UMTConfig):
-        clips, _ = video_clips(cfg)
-        return build_recipe(cfg), clips, skip_bad_collate
-
-    _command(_config_or_exit(config, UMTConfig, set_), build, "final.pt")
+    _command(_config_or_exit(config, UMTConfig, set_), build_umt, "final.pt")
 
 
 @app.command("clip")
 def train_clip(config: Path = typer.Option(..., help=CONFIG_HELP),
                set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     """Flux-CLIP: video-text contrastive training of the dual encoder used for search."""
-    from .recipes.clip import ClipConfig, build_recipe
+    from .recipes.clip import ClipConfig
 
-    def build(cfg: ClipConfig):
-        clips, _ = video_clips(cfg, require="caption")
-        return build_recipe(cfg), clips, captioned_collate
-
-    _command(_config_or_exit(config, ClipConfig, set_), build, "dual_encoder.pt")
+    _command(_config_or_exit(config, ClipConfig, set_), build_clip, "dual_encoder.pt")
 
 
 @app.command("chat")
 def train_chat(config: Path = typer.Option(..., help=CONFIG_HELP),
                set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     """The chat projector (ViT and LLM frozen; optional LoRA), on JSONL instruction data."""
-    from .recipes.chat import ChatConfig, build_datasets, build_recipe
+    from .recipes.chat import ChatConfig
 
-    def build(cfg: ChatConfig):
-        data = build_datasets(cfg)
-        return build_recipe(cfg), ByIndex(data.train), data.collate
-
-    _command(_config_or_exit(config, ChatConfig, set_), build, "projector")
+    _command(_config_or_exit(config, ChatConfig, set_), build_chat, "projector")
 
 
 eval_app = typer.Typer(help="Evaluate per token budget: accuracy or retrieval against tokens and GMACs.",

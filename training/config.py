@@ -88,9 +88,13 @@ class TrainConfig(Strict):
         return self
 
     def vit_config(self) -> FluxViTConfig:
-        """The registered config of ``model`` with ``model_overrides`` applied (lists become tuples)."""
-        overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in self.model_overrides.items()}
-        return get_config(self.model).replace(**overrides)
+        """The registered config of ``model`` with ``model_overrides`` applied (read as
+        :meth:`FluxViTConfig.from_dict` reads a saved config: ``grid`` and ``profile`` may be given as mappings)."""
+        base = get_config(self.model).to_dict()
+        overrides = dict(self.model_overrides)
+        if isinstance(overrides.get("grid"), dict):
+            overrides["grid"] = {**base["grid"], **overrides["grid"]}
+        return FluxViTConfig.from_dict({**base, **overrides})
 
     def vit_config_for_budgets(self) -> FluxViTConfig:
         """:meth:`vit_config` whose three heads are the three trained token counts, so that the head picked at

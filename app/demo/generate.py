@@ -17,16 +17,24 @@ from .render import render, write_mp4
 from .world import ACTIONS, ClipSpec, WorldConfig, caption, questions, sample_clip
 
 SPLITS = ("train", "val", "test")
+DESCRIBE = "Describe the video."
 
 
 def plan_world(config: WorldConfig) -> dict[str, list[ClipSpec]]:
-    """Every clip of every split (specs only): each split draws from its own seeded stream."""
+    """Every clip of every split (specs only): each split draws from its own seeded stream, and a clip whose
+    caption another clip of its split already has is drawn again, so that text->video retrieval within a split
+    has one right answer per caption."""
     world = {}
-    for offset, split in enumerate(SPLITS):
+    for split in SPLITS:
         rng = random.Random(f"{config.seed}/{split}")
-        count = getattr(config, split)
-        world[split] = [sample_clip(rng, f"{split}_{i:04d}", rng.random() < config.long_fraction)
-                        for i in range(count)]
+        clips: list[ClipSpec] = []
+        seen: set[str] = set()
+        while len(clips) < getattr(config, split):
+            spec = sample_clip(rng, f"{split}_{len(clips):04d}", rng.random() < config.long_fraction)
+            if caption(spec) not in seen:
+                seen.add(caption(spec))
+                clips.append(spec)
+        world[split] = clips
     return world
 
 
@@ -51,38 +59,61 @@ def manifest_rows(spec: ClipSpec, path: str) -> list[dict[str, Any]]:
 
 
 def generate_world(out: str | Path, config: WorldConfig = WorldConfig(), workers: int | None = None,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, splits: tuple[str, ...] = SPLITS) -> Path:
+    """Render ``splits`` of the world into ``out``; splits already rendered for the same config are kept (the
+    app's first start renders only the test split; training renders the rest when it needs them)."""
     out = Path(out)
     marker = out / "world.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("config") == asdict(config):  # plain JSON values
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; the world has {list(SPLITS)}")
+    done: dict[str, list[dict[str, Any]]] = {}
+    if marker.is_file():
+        data = json.loads(marker.read_text())
+        if data.get("config") == asdict(config):  # plain JSON values
+            done = data["clips"]
+    missing = [split for split in SPLITS if split in splits and split not in done]
+    if not missing:
         return out
     world = plan_world(config)
     jobs = []
-    for split, specs in world.items():
+    for split in missing:
         (out / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(spec.to_dict(), str(out / split / f"{spec.name}.mp4")) for spec in specs]
+        jobs += [(spec.to_dict(), str(out / split / f"{spec.name}.mp4")) for spec in world[split]]
     workers = workers or max(1, (os.cpu_count() or 1))
     with ProcessPoolExecutor(workers) as pool:
         for _ in tqdm(pool.map(_render_one, jobs, chunksize=4), total=len(jobs), unit="clip", disable=not progress,
-                      desc="rendering the demo world"):
+                      desc=f"rendering the demo world ({', '.join(missing)})"):
             pass
-    for split, specs in world.items():
-        rows, qa = [], []
-        for spec in specs:
+    for split in missing:
+        rows, qa, chats = [], [], []
+        for spec in world[split]:
             path = f"{split}/{spec.name}.mp4"
             rows += manifest_rows(spec, path)
-            for question, answer in questions(spec):
-                qa.append({"path": path, "conversations": [{"role": "user", "content": question},
-                                                           {"role": "assistant", "content": answer}]})
+            pairs = questions(spec)
+            for question, answer in pairs:
+                qa.append({"path": path, "conversations": _turns([(question, answer)])})
+            random.Random(spec.seed).shuffle(pairs)  # every question type gets to be asked first
+            # the description comes last, so that no answer can be read off it instead of the video
+            chats.append({"path": path, "conversations": _turns(pairs + [(DESCRIBE, caption(spec))])})
         _write(out / f"{split}.jsonl", rows)
         _write(out / f"{split}_clips.jsonl", [r for r in rows if "start" not in r])
+        _write(out / f"{split}_actions.jsonl", [r for r in rows if "moments" not in r])
         _write(out / f"{split}_qa.jsonl", qa)
+        _write(out / f"{split}_chat.jsonl", chats)
+        done[split] = [c.to_dict() for c in world[split]]
     (out / "classes.json").write_text(json.dumps(list(ACTIONS), indent=1))
     tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"config": asdict(config), "clips": {s: [c.to_dict() for c in specs]
-                                                                   for s, specs in world.items()}}))
-    tmp.replace(marker)  # written last: a world without it is incomplete and is generated again
+    tmp.write_text(json.dumps({"config": asdict(config), "clips": {s: done[s] for s in SPLITS if s in done}}))
+    tmp.replace(marker)  # written last: a split it does not list is incomplete and is rendered again
     return out
+
+
+def _turns(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+    turns = []
+    for question, answer in pairs:
+        turns += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return turns
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -21,7 +21,7 @@ from chat.projector import Projector, ProjectorInfo, ProjectorKind, save_project
 from chat.prompt import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, splice_video
 from chat.vision import VisionTower, check_tokens_per_frame, load_vision, video_token_count
 from encoder import FluxViTConfig, get_config, list_models, plan
-from encoder.checkpoint import read_checkpoint
+from encoder.checkpoint import read_checkpoint, save_checkpoint
 
 from ..config import OptimConfig, Strict, TrainConfig
 from ..recipe import Recipe
@@ -37,6 +37,12 @@ class ChatSection(Strict):
                                                                   "None sends every kept token")
     lora: bool = False
     lora_rank: int = Field(16, ge=1)
+    train_llm: bool = Field(False, description="train the whole LLM too (a small LM taught one domain, as the "
+                                               "demo's); it is saved as <projector>-llm beside the projector")
+    train_vision: bool = Field(False, description="fine-tune the ViT too, end to end (small models learning one "
+                                                  "domain); it is saved as <projector>-vision.pt beside it")
+    vision_lr_scale: float = Field(0.1, gt=0, le=1, description="with train_vision: the ViT's learning rate "
+                                                                "relative to the projector's and the LLM's")
     max_length: int = Field(2048, ge=16, description="token limit of a sample; later turns beyond it are dropped")
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
 
@@ -56,6 +62,9 @@ class ChatConfig(TrainConfig):
     def _vision_from_chat_section(self) -> "ChatConfig":
         if self.init_checkpoint is not None:
             raise ValueError("chat training takes the ViT from chat.vision; leave init_checkpoint unset")
+        if self.chat.lora and self.chat.train_llm:
+            raise ValueError("chat.lora and chat.train_llm exclude each other: train_llm already trains every "
+                             "LLM weight")
         return self
 
 
@@ -88,7 +97,7 @@ class ChatRecipe(Recipe):
     """Batch (from :func:`build_datasets`' collate): ``video [B, 3, T, S, S]``, ``input_ids`` / ``labels`` /
     ``attention_mask`` ``[B, L]`` with the video placeholder repeated once per video token."""
 
-    frozen_prefixes = ("vision.", "llm.")
+    frozen_prefixes: tuple[str, ...] = ("vision.", "llm.")
 
     def __init__(self, cfg: ChatConfig) -> None:
         super().__init__()
@@ -96,6 +105,13 @@ class ChatRecipe(Recipe):
         section = cfg.chat
         self.vision = VisionTower(load_vision(section.vision, cfg.model), section.budget, section.tokens_per_frame)
         llm, tokenizer = load_llm(section.llm, dtype=_llm_dtype(cfg.precision))
+        self.tokenizer = tokenizer
+        if section.train_llm:
+            llm.requires_grad_(True)
+        if section.train_vision:
+            self.vision.vit.requires_grad_(True)
+        self.frozen_prefixes = tuple(prefix for prefix, trained in (("vision.", section.train_vision),
+                                                                    ("llm.", section.train_llm)) if not trained)
         if cfg.grad_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.video_id = video_token_id(tokenizer)
@@ -105,10 +121,23 @@ class ChatRecipe(Recipe):
             self.llm = add_lora(llm, section.lora_rank) if section.lora else llm
 
     def train(self, mode: bool = True) -> "ChatRecipe":
-        """The ViT stays in eval mode (frozen features); the LLM follows (for gradient checkpointing)."""
+        """The ViT stays in eval mode (no drop path, whether frozen or fine-tuned); the LLM follows (dropout,
+        gradient checkpointing)."""
         super().train(mode)
         self.vision.eval()
         return self
+
+    def param_groups(self, weight_decay: float, layer_decay: float, base_lr: float) -> list[dict[str, Any]]:
+        """The base groups, with a fine-tuned ViT at ``vision_lr_scale``: it starts trained, while the projector
+        (and a trained LLM) start from scratch and send it noisy gradients at first."""
+        in_vision = {id(p) for p in self.vision.parameters()}
+        groups = []
+        for group in super().param_groups(weight_decay, layer_decay, base_lr):
+            vision = [p for p in group["params"] if id(p) in in_vision]
+            rest = [p for p in group["params"] if id(p) not in in_vision]
+            groups += [{**group, "params": part, "lr_scale": group["lr_scale"] * factor}
+                       for part, factor in ((rest, 1.0), (vision, self.cfg.chat.vision_lr_scale)) if part]
+        return groups
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The projector plus the LoRA weights, which live under the frozen ``llm.`` prefix."""
@@ -130,20 +159,29 @@ class ChatRecipe(Recipe):
 
     def export(self, path: str | Path) -> None:
         """Write the projector file (a folder gets ``projector.safetensors``) and, with LoRA, the adapter
-        folder ``<name>-lora`` beside it."""
+        folder ``<name>-lora`` beside it; with ``train_llm``, the LLM and its tokenizer as ``<name>-llm``; with
+        ``train_vision``, the ViT as ``<name>-vision.pt``."""
         path = Path(path)
         if path.is_dir():
             path = path / "projector.safetensors"
         section = self.cfg.chat
         lora = None
+        llm = _source_name(section.llm)
         if section.lora:
             lora = f"{path.stem}-lora"
             self.llm.save_pretrained(str(path.parent / lora))
+        if section.train_llm:
+            llm = f"{path.stem}-llm"  # relative to the projector file, like the LoRA folder
+            self.llm.save_pretrained(str(path.parent / llm))
+            self.tokenizer.save_pretrained(str(path.parent / llm))
+        vision = _source_name(section.vision)
+        if section.train_vision:
+            vision = f"{path.stem}-vision.pt"
+            save_checkpoint(self.vision.vit, path.parent / vision, recipe="chat", init=_source_name(section.vision))
         info = ProjectorInfo(
             kind=section.projector, vision_dim=self.vision.dim, llm_dim=llm_dim(self.llm),
-            vision=_source_name(section.vision), vision_model=self.vision.vit.config.name,
-            llm=_source_name(section.llm), budget=section.budget, tokens_per_frame=section.tokens_per_frame,
-            lora=lora,
+            vision=vision, vision_model=self.vision.vit.config.name,
+            llm=llm, budget=section.budget, tokens_per_frame=section.tokens_per_frame, lora=lora,
         )
         save_projector(self.projector, info, path)
 

@@ -1,0 +1,185 @@
+"""``fluxvid demo train``: the demo models from scratch with the project's own recipes, then shipped.
+
+1. the world (train / val / test splits);
+2. Flux-CLIP, stage 2 from scratch: the tiny FluxViT and a small open_clip text tower (``dual_encoder.pt``);
+3. Flux-FT from the Flux-CLIP vision tower: the 12-action classifier (``classifier.pt``);
+4. a byte-level BPE tokenizer and a small Qwen2 built for the demo's text, then the chat recipe training the
+   projector, the whole LM and the (Flux-FT) ViT on the world's conversations (``projector.safetensors`` +
+   ``projector-vision.pt`` + ``projector-llm/``);
+5. Token Optimization of each model on the validation split (:mod:`app.demo.tune`), ``fluxvid demo eval`` on
+   the test split, and the files moved into the models folder with a manifest that records the command, seed,
+   knobs, timings, choices and metrics.
+
+Each stage writes its YAML config next to its run (``fluxvid train clip|ft|chat --config`` re-runs it alone)
+and resumes from its newest checkpoint, so an interrupted ``demo train`` continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from encoder.checkpoint import read_checkpoint, save_checkpoint
+from retrieval.dual_encoder import DualEncoder
+from training.cli import build_chat, build_clip, build_ft, run_training
+from training.config import TrainConfig, load_config
+from training.recipes.chat import ChatConfig
+from training.recipes.clip import ClipConfig
+from training.recipes.ft import FTConfig
+
+from .evaluate import EVAL_BUDGETS, evaluate_demo, scores_table
+from .generate import SPLITS, generate_world
+from .tune import tune_models
+from .llm import build_llm, corpus
+from .shipped import CHAT_VISION, CLASSIFIER, DUAL_ENCODER, LLM, MANIFEST, PROJECTOR
+from .world import ACTIONS, WorldConfig
+
+#: LayerScale's initial value: the release's 1e-5 suits long runs of deep models; a 4-block model trained for
+#: minutes from scratch would stay nearly blockless (a bag of patch embeddings that cannot see motion).
+DEMO_LAYER_SCALE = 0.1
+#: The demo's training grid: 4 or 8 frames at 84 px (pools of 144 or 288 tokens), 256 and 128 kept per batch.
+DEMO_GRID = {"min_frames": 4, "max_frames": 8, "frame_step": 4, "min_resolution": 84, "max_resolution": 84,
+             "token_threshold": [128, 512]}
+#: Its starting Token Optimization table (128 and 256 tokens at 8 frames x 84 px; larger budgets, beyond training,
+#: add resolution, then frames); after training, :mod:`app.demo.tune` re-picks 128 and 256 per model on val.
+DEMO_PROFILE = [{"budget": 128, "frames": 8, "resolution": 84}, {"budget": 256, "frames": 8, "resolution": 84},
+                {"budget": 512, "frames": 8, "resolution": 112}, {"budget": 1024, "frames": 16, "resolution": 112}]
+TEXT_TOWER = {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2}
+
+
+@dataclass(frozen=True)
+class DemoTraining:
+    """The knobs of ``fluxvid demo train`` (recorded in the manifest)."""
+
+    seed: int = 0
+    train_clips: int = 2000
+    val_clips: int = 60
+    test_clips: int = 120
+    clip_steps: int = 1200
+    ft_steps: int = 400
+    chat_steps: int = 700
+    batch_size: int = 32
+    workers: int = 2
+
+    def world(self) -> WorldConfig:
+        return WorldConfig(train=self.train_clips, val=self.val_clips, test=self.test_clips, seed=self.seed)
+
+
+def _data(world: Path, train: str, batch_size: int, workers: int, budgets: list[int]) -> dict[str, Any]:
+    return {"train": str(world / train), "root": str(world), "batch_size": batch_size, "num_workers": workers,
+            "budgets": budgets, "flexible": True, "crop_scales": [1.0], "flip": False, "randaug": False}
+
+
+def _common(run: Path, seed: int, steps: int) -> dict[str, Any]:
+    return {"output_dir": str(run), "model": "fluxvit_tiny_patch14",
+            "model_overrides": {"grid": DEMO_GRID, "profile": DEMO_PROFILE, "init_values": DEMO_LAYER_SCALE},
+            "seed": seed, "epochs": 100, "max_steps": steps, "log_every": 50, "save_every": 250,
+            "tensorboard": False}
+
+
+def clip_config(knobs: DemoTraining, world: Path, run: Path) -> dict[str, Any]:
+    """Flux-CLIP stage 2 from scratch; no flips (left and right are different captions)."""
+    return {**_common(run, knobs.seed, knobs.clip_steps),
+            "optim": {"lr": 1.0e-3, "min_lr": 1.0e-5, "weight_decay": 0.02, "warmup_steps": 50},
+            "data": _data(world, "train.jsonl", knobs.batch_size, knobs.workers, [256, 128]),
+            "clip": {"stage": 2, "text": TEXT_TOWER, "embed_dim": 128}}
+
+
+def ft_config(knobs: DemoTraining, world: Path, run: Path, vision: Path) -> dict[str, Any]:
+    """Flux-FT from the Flux-CLIP vision tower on every single-action clip and action window."""
+    return {**_common(run, knobs.seed, knobs.ft_steps), "init_checkpoint": str(vision), "drop_path": 0.0,
+            "optim": {"lr": 1.0e-3, "min_lr": 1.0e-5, "weight_decay": 0.05, "layer_decay": 0.9, "warmup_steps": 30},
+            "data": _data(world, "train_actions.jsonl", knobs.batch_size, knobs.workers, [256, 128]),
+            "ft": {"class_names": list(ACTIONS), "label_smoothing": 0.1, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}}
+
+
+def chat_config(knobs: DemoTraining, world: Path, run: Path, vision: Path, llm: Path) -> dict[str, Any]:
+    """Projector, LM and ViT together on every training conversation (all of a clip's questions, shuffled):
+    a 0.6M-parameter ViT and an LM from scratch learn the questions end to end, not through frozen features."""
+    config = _common(run, knobs.seed, knobs.chat_steps)
+    del config["model_overrides"]  # the ViT comes with its config in the checkpoint
+    return {**config, "optim": {"lr": 1.0e-3, "min_lr": 1.0e-5, "weight_decay": 0.0, "warmup_steps": 50},
+            "data": {"train": str(world / "train_chat.jsonl"), "root": str(world), "batch_size": knobs.batch_size,
+                     "num_workers": knobs.workers},
+            "chat": {"llm": str(llm), "vision": str(vision), "budget": 256, "projector": "mlp2",
+                     "tokens_per_frame": 9, "train_llm": True, "train_vision": True, "max_length": 512}}
+
+
+def _stage(name: str, config: dict[str, Any], cls: type[TrainConfig], build: Callable, export: str,
+           timings: dict[str, float]) -> Path:
+    """Write the stage's YAML config, train (resuming), export; skipped when the export already exists."""
+    run = Path(config["output_dir"])
+    run.mkdir(parents=True, exist_ok=True)
+    path = run.parent / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    target, minutes = run / export, run / "minutes.json"  # how long the training took, kept for re-runs
+    if not target.exists():
+        started = time.monotonic()
+        target = run_training(load_config(path, cls), build, export)
+        minutes.write_text(json.dumps(round((time.monotonic() - started) / 60, 2)))
+    if minutes.is_file():
+        timings[name] = json.loads(minutes.read_text())
+    return target
+
+
+def train_demo(knobs: DemoTraining, work: Path, models: Path, command: str, progress: bool = True
+               ) -> dict[str, Any]:
+    """Every stage in ``work``; the shipped files and manifest in ``models``. Returns the manifest."""
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    world = generate_world(work / "world", knobs.world(), splits=SPLITS, progress=progress)
+    timings["world"] = round((time.monotonic() - started) / 60, 2)
+    dual_path = _stage("clip", clip_config(knobs, world, work / "clip"), ClipConfig, build_clip, DUAL_ENCODER,
+                       timings)
+    vision = work / "clip_vision.pt"  # Flux-FT starts from it
+    if not vision.exists():
+        dual = DualEncoder.load(dual_path)
+        save_checkpoint(dual.vision, vision, recipe="flux-clip", source=DUAL_ENCODER)
+    classifier = _stage("ft", ft_config(knobs, world, work / "ft", vision), FTConfig, build_ft, "final.pt", timings)
+    llm = work / "llm_init"
+    if not (llm / "config.json").exists():
+        build_llm(llm, corpus([world / "train_chat.jsonl"]), knobs.seed)
+    projector = _stage("chat", chat_config(knobs, world, work / "chat", classifier, llm), ChatConfig, build_chat,
+                       PROJECTOR, timings)  # the chat's eyes start from the action-tuned ViT
+    staging = models.with_name(models.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    recorded = {k: v for k, v in read_checkpoint(dual_path)[1].items()
+                if k not in ("kind", "format", "config", "model_id")}  # recipe, stage, budgets
+    DualEncoder.load(dual_path).save(staging / DUAL_ENCODER, dtype=torch.float16, **recorded)  # half the size
+    shutil.copy2(classifier, staging / CLASSIFIER)
+    for name in (PROJECTOR, CHAT_VISION):  # the projector names both beside it
+        shutil.copy2(projector.parent / name, staging / name)
+    shutil.copytree(projector.parent / LLM, staging / LLM)
+    began = time.monotonic()
+    profiles = tune_models(staging, world, EVAL_BUDGETS, knobs.workers)
+    scores = evaluate_demo(staging, world, EVAL_BUDGETS, workers=knobs.workers, progress=progress)
+    timings["tune and eval"] = round((time.monotonic() - began) / 60, 2)
+    manifest = {
+        "command": command, "seed": knobs.seed, "knobs": asdict(knobs),
+        "configs": {name: f"{name}.yaml" for name in ("clip", "ft", "chat")},
+        "minutes": timings, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+                                       f"torch {torch.__version__}, python {platform.python_version()}",
+        "token_optimization": profiles, "test_split": scores_table(scores),
+        "bars_missed": [text for score in scores for text in score.failures()],
+    }
+    for name in ("clip", "ft", "chat"):
+        shutil.copy2(work / f"{name}.yaml", staging / f"{name}.yaml")
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    if models.exists():
+        shutil.rmtree(models)
+    staging.rename(models)
+    return manifest
+
+
+def command_line() -> str:
+    return "fluxvid " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("fluxvid") else "fluxvid demo train"

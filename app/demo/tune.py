@@ -1,0 +1,87 @@
+"""Token Optimization of the demo models on the validation split (paper 3.3: pick frames x resolution per
+budget by measured accuracy), written into each shipped model's config so that every consumer (eval, index,
+app) plans the budget the same way.
+
+Each model is tuned for itself: the search model by text->video recall, the classifier by top-1, the chat
+model by answer accuracy; the held-out test split is never looked at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from encoder import FluxViTConfig
+from encoder.budget import Plan, make_plan
+from encoder.checkpoint import load_model, save_checkpoint
+from encoder.config import ProfileEntry
+from encoder.evaluate import evaluate_classifier
+from encoder.video import read_annotations
+from retrieval.dual_encoder import DualEncoder
+from retrieval.evaluate import evaluate_retrieval
+
+from .evaluate import _questions, chat_accuracy
+from .shipped import CHAT_VISION, CLASSIFIER, DUAL_ENCODER, PROJECTOR
+
+#: Samplings tried per budget: the frame counts the demo models were trained on, at their resolution.
+CANDIDATES = ((4, 84), (8, 84))
+
+
+def _best(config: FluxViTConfig, budgets: Sequence[int], score: Callable[[Plan], float]) -> list[ProfileEntry]:
+    """Per budget the candidate with the highest score (the first on ties: fewer frames)."""
+    chosen = []
+    for budget in budgets:
+        scored = [(score(make_plan(config, budget, f, r)), -f, f, r) for f, r in CANDIDATES
+                  if f * (r // config.patch_size) ** 2 >= budget]
+        _, _, frames, resolution = max(scored)
+        chosen.append(ProfileEntry(budget, frames, resolution, round(max(scored)[0], 4)))
+    return chosen
+
+
+def _with_profile(config: FluxViTConfig, entries: list[ProfileEntry]) -> FluxViTConfig:
+    tuned = {e.budget for e in entries}
+    kept = [e for e in config.profile if e.budget not in tuned]
+    return config.replace(profile=tuple(sorted(entries + kept, key=lambda e: e.budget)))
+
+
+def tune_models(models: Path, world: Path, budgets: Sequence[int], workers: int = 2) -> dict[str, list[dict]]:
+    """Tune and rewrite the search model, the classifier and the chat ViT in ``models``; returns the choices."""
+    choices: dict[str, list[dict]] = {}
+    clips = read_annotations(world / "val_clips.jsonl", world)
+    dual = DualEncoder.load(models / DUAL_ENCODER)
+    entries = _best(dual.vision.config, budgets, lambda p: evaluate_retrieval(
+        dual, clips, p, 16, workers, progress=False).plain.t2v.r1)
+    vision = _with_profile(dual.vision.config, entries)
+    dual.config = dataclasses.replace(dual.config, vision=vision)
+    dual.vision.config = vision
+    dual.save(models / DUAL_ENCODER, dtype=torch.float16, **_extra(models / DUAL_ENCODER))
+    choices["search"] = [dataclasses.asdict(e) for e in entries]
+
+    actions = read_annotations(world / "val_actions.jsonl", world)
+    classifier, metadata = load_model(models / CLASSIFIER)
+    entries = _best(classifier.config, budgets, lambda p: evaluate_classifier(
+        classifier, actions, p, 1, 1, 16, workers, progress=False).top1)
+    _rewrite(models / CLASSIFIER, classifier, metadata, entries)
+    choices["classify"] = [dataclasses.asdict(e) for e in entries]
+
+    questions = _questions(world / "val_qa.jsonl", world, {c.path for c in clips})
+    chat_vit, metadata = load_model(models / CHAT_VISION)
+    entries = _best(chat_vit.config, budgets, lambda p: chat_accuracy(models / PROJECTOR, p.budget, questions,
+                                                                      False, sampling=p))
+    _rewrite(models / CHAT_VISION, chat_vit, metadata, entries)
+    choices["chat"] = [dataclasses.asdict(e) for e in entries]
+    return choices
+
+
+def _extra(path: Path) -> dict:
+    from encoder.checkpoint import read_checkpoint
+
+    return {k: v for k, v in read_checkpoint(path)[1].items() if k not in ("kind", "format", "config", "model_id")}
+
+
+def _rewrite(path: Path, model, metadata: dict, entries: list[ProfileEntry]) -> None:
+    model.config = _with_profile(model.config, entries)
+    save_checkpoint(model, path, **{k: v for k, v in metadata.items() if k != "config"})

@@ -1,0 +1,41 @@
+"""The ``fluxvid demo`` commands fail clearly on bad input, and ``demo eval`` scores the shipped models as the
+manifest says (JSON output, exit 0 when the bars are met)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.demo.shipped import MODELS_DIR, QUALITY_BARS, read_manifest
+from tests.test_training_cli import fluxvid
+
+
+def test_help_lists_every_demo_command() -> None:
+    result = fluxvid("demo", "--help")
+    assert result.returncode == 0
+    for command in ("generate", "train", "eval"):
+        assert command in result.stdout
+
+
+def test_missing_models_are_named_with_the_command_that_makes_them(tmp_path: Path) -> None:
+    result = fluxvid("demo", "--models", str(tmp_path / "none"), "--home", str(tmp_path / "home"))
+    assert result.returncode == 2
+    assert "none" in result.stderr and "fluxvid demo train" in result.stderr
+    assert not (tmp_path / "home").exists(), "nothing is rendered for models that do not exist"
+    result = fluxvid("demo", "eval", "--models", str(tmp_path), "--world", str(tmp_path / "w"))
+    assert result.returncode == 2 and "demo_models.json" in result.stderr
+
+
+def test_an_unknown_split_is_refused(tmp_path: Path) -> None:
+    result = fluxvid("demo", "generate", "--out", str(tmp_path / "w"), "--split", "dev")
+    assert result.returncode == 2 and "unknown split(s) ['dev']" in result.stderr
+
+
+def test_eval_prints_json_scores_and_its_exit_code_follows_the_bars(tmp_path: Path) -> None:
+    result = fluxvid("demo", "eval", "--world", str(tmp_path / "world"), "--limit", "12", "--budget", "256",
+                     "--json")
+    rows = json.loads(result.stdout)
+    assert [row["budget"] for row in rows] == [256] and rows[0]["clips"] == 12
+    assert rows[0]["sampling"] == "8x84"
+    assert result.returncode == (0 if all(rows[0][m] >= bar for m, bar in QUALITY_BARS.items()) else 1)
+    assert len(list((tmp_path / "world" / "test").glob("*.mp4"))) == read_manifest(MODELS_DIR)["knobs"]["test_clips"]
