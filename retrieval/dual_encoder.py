@@ -146,6 +146,12 @@ class DualEncoder(nn.Module):
                            "fluxvid": {"kind": FILE_KIND, "format": FILE_FORMAT, "config": self.config.to_dict(),
                                        "model_id": self.model_id, **metadata}}, path)
 
+    @staticmethod
+    def saved_metadata(path: str | Path) -> dict[str, Any]:
+        """What a saved file records beyond the model itself (e.g. recipe, stage, budgets): the ``metadata``
+        given to :meth:`save`, to carry over when the model is saved again."""
+        return {k: v for k, v in read_checkpoint(path)[1].items() if k not in ("kind", "format", "config", "model_id")}
+
     @classmethod
     def load(cls, path: str | Path) -> "DualEncoder":
         """Rebuild a saved dual encoder (eval mode); :class:`CheckpointError` names the file and the problem."""

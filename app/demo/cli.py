@@ -12,7 +12,7 @@ from encoder.cli import fail, parse_budgets
 from index.store import IndexStoreError
 
 from .generate import SPLITS, generate_world
-from .shipped import MODELS_DIR, MissingModelsError, read_manifest
+from .shipped import MODELS_DIR, MissingModelsError
 from .train import DemoTraining
 from .world import WorldConfig
 
@@ -108,8 +108,7 @@ def evaluate(
     from .evaluate import evaluate_demo, scores_table
 
     try:
-        knobs = DemoTraining(**read_manifest(models)["knobs"])
-        generate_world(world, knobs.world(), splits=("test",))
+        generate_world(world, DemoTraining.from_manifest(models).world(), splits=("test",))
         scores = evaluate_demo(models, world, parse_budgets(budget), limit, workers)
     except (MissingModelsError, FileNotFoundError, ValueError) as exc:
         fail(exc)

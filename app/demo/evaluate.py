@@ -69,7 +69,7 @@ def evaluate_demo(models: Path, world: Path, budgets: Sequence[int] = EVAL_BUDGE
     clips = clips[:limit] if limit else clips
     paths = {row.path for row in clips}
     actions = _subset(read_annotations(world / "test_actions.jsonl", world), paths)
-    questions = _questions(world / "test_qa.jsonl", world, paths)
+    questions = questions_by_clip(world / "test_qa.jsonl", world, paths)
     dual = DualEncoder.load(models / DUAL_ENCODER).eval()
     classifier, _ = load_model(models / CLASSIFIER)
     classifier.eval()
@@ -89,7 +89,7 @@ def evaluate_demo(models: Path, world: Path, budgets: Sequence[int] = EVAL_BUDGE
     return scores
 
 
-def _questions(path: Path, root: Path, paths: set[str]) -> dict[str, list[tuple[str, str]]]:
+def questions_by_clip(path: Path, root: Path, paths: set[str]) -> dict[str, list[tuple[str, str]]]:
     """Question/answer pairs per clip (paths resolved as the annotation reader resolves them)."""
     grouped: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for line in path.read_text().splitlines():

@@ -17,7 +17,7 @@ from index.store import IndexStoreError
 
 from ..settings import ServeSettings
 from .generate import generate_world
-from .shipped import CLASSIFIER, DUAL_ENCODER, MODELS_DIR, PROJECTOR, check_models, read_manifest
+from .shipped import CLASSIFIER, DUAL_ENCODER, MODELS_DIR, PROJECTOR, check_models
 from .train import DemoTraining
 
 DEMO_HOME = Path("runs/demo")
@@ -54,10 +54,11 @@ def prepare_demo(home: Path = DEMO_HOME, models: Path = MODELS_DIR, progress: bo
                  ) -> tuple[ServeSettings, BuildReport]:
     """World, library and index under ``home``; the settings that serve them with the shipped models."""
     check_models(models)
-    knobs = DemoTraining(**read_manifest(models)["knobs"])
     home.mkdir(parents=True, exist_ok=True)
-    world = generate_world(home / "world", knobs.world(), splits=("test",), progress=progress)
+    world = generate_world(home / "world", DemoTraining.from_manifest(models).world(), splits=("test",),
+                           progress=progress)
     library = write_library(world, home / "library.jsonl")
+
     def build() -> BuildReport:
         return build_index(library, home / "index", models / DUAL_ENCODER, INDEX_BUDGET, window=WINDOW,
                            stride=STRIDE, show_progress=progress)

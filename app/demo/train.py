@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from encoder.checkpoint import read_checkpoint, save_checkpoint
+from encoder.checkpoint import save_checkpoint
 from retrieval.dual_encoder import DualEncoder
 from training.cli import build_chat, build_clip, build_ft, run_training
 from training.config import TrainConfig, load_config
@@ -38,9 +38,9 @@ from training.recipes.ft import FTConfig
 
 from .evaluate import EVAL_BUDGETS, evaluate_demo, scores_table
 from .generate import SPLITS, generate_world
-from .tune import tune_models
 from .llm import build_llm, corpus
-from .shipped import CHAT_VISION, CLASSIFIER, DUAL_ENCODER, LLM, MANIFEST, PROJECTOR
+from .shipped import CHAT_VISION, CLASSIFIER, DUAL_ENCODER, LLM, MANIFEST, MODELS_DIR, PROJECTOR, read_manifest
+from .tune import tune_models
 from .world import ACTIONS, WorldConfig
 
 #: LayerScale's initial value: the release's 1e-5 suits long runs of deep models; a 4-block model trained for
@@ -72,6 +72,11 @@ class DemoTraining:
 
     def world(self) -> WorldConfig:
         return WorldConfig(train=self.train_clips, val=self.val_clips, test=self.test_clips, seed=self.seed)
+
+    @classmethod
+    def from_manifest(cls, models: Path = MODELS_DIR) -> "DemoTraining":
+        """The knobs the models in ``models`` were trained with (so their world can be rendered again)."""
+        return cls(**read_manifest(models)["knobs"])
 
 
 def _data(world: Path, train: str, batch_size: int, workers: int, budgets: list[int]) -> dict[str, Any]:
@@ -153,9 +158,8 @@ def train_demo(knobs: DemoTraining, work: Path, models: Path, command: str, prog
     staging = models.with_name(models.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    recorded = {k: v for k, v in read_checkpoint(dual_path)[1].items()
-                if k not in ("kind", "format", "config", "model_id")}  # recipe, stage, budgets
-    DualEncoder.load(dual_path).save(staging / DUAL_ENCODER, dtype=torch.float16, **recorded)  # half the size
+    DualEncoder.load(dual_path).save(staging / DUAL_ENCODER, dtype=torch.float16,  # half the size
+                                     **DualEncoder.saved_metadata(dual_path))
     shutil.copy2(classifier, staging / CLASSIFIER)
     for name in (PROJECTOR, CHAT_VISION):  # the projector names both beside it
         shutil.copy2(projector.parent / name, staging / name)

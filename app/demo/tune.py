@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from encoder import FluxViTConfig
+from encoder import FluxViT, FluxViTConfig
 from encoder.budget import Plan, make_plan
 from encoder.checkpoint import load_model, save_checkpoint
 from encoder.config import ProfileEntry
@@ -23,7 +23,7 @@ from encoder.video import read_annotations
 from retrieval.dual_encoder import DualEncoder
 from retrieval.evaluate import evaluate_retrieval
 
-from .evaluate import _questions, chat_accuracy
+from .evaluate import chat_accuracy, questions_by_clip
 from .shipped import CHAT_VISION, CLASSIFIER, DUAL_ENCODER, PROJECTOR
 
 #: Samplings tried per budget: the frame counts the demo models were trained on, at their resolution.
@@ -57,7 +57,7 @@ def tune_models(models: Path, world: Path, budgets: Sequence[int], workers: int 
     vision = _with_profile(dual.vision.config, entries)
     dual.config = dataclasses.replace(dual.config, vision=vision)
     dual.vision.config = vision
-    dual.save(models / DUAL_ENCODER, dtype=torch.float16, **_extra(models / DUAL_ENCODER))
+    dual.save(models / DUAL_ENCODER, dtype=torch.float16, **DualEncoder.saved_metadata(models / DUAL_ENCODER))
     choices["search"] = [dataclasses.asdict(e) for e in entries]
 
     actions = read_annotations(world / "val_actions.jsonl", world)
@@ -67,7 +67,7 @@ def tune_models(models: Path, world: Path, budgets: Sequence[int], workers: int 
     _rewrite(models / CLASSIFIER, classifier, metadata, entries)
     choices["classify"] = [dataclasses.asdict(e) for e in entries]
 
-    questions = _questions(world / "val_qa.jsonl", world, {c.path for c in clips})
+    questions = questions_by_clip(world / "val_qa.jsonl", world, {c.path for c in clips})
     chat_vit, metadata = load_model(models / CHAT_VISION)
     entries = _best(chat_vit.config, budgets, lambda p: chat_accuracy(models / PROJECTOR, p.budget, questions,
                                                                       False, sampling=p))
@@ -76,12 +76,6 @@ def tune_models(models: Path, world: Path, budgets: Sequence[int], workers: int 
     return choices
 
 
-def _extra(path: Path) -> dict:
-    from encoder.checkpoint import read_checkpoint
-
-    return {k: v for k, v in read_checkpoint(path)[1].items() if k not in ("kind", "format", "config", "model_id")}
-
-
-def _rewrite(path: Path, model, metadata: dict, entries: list[ProfileEntry]) -> None:
+def _rewrite(path: Path, model: FluxViT, metadata: dict[str, Any], entries: list[ProfileEntry]) -> None:
     model.config = _with_profile(model.config, entries)
     save_checkpoint(model, path, **{k: v for k, v in metadata.items() if k != "config"})
