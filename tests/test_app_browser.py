@@ -83,6 +83,8 @@ def test_slider_search_classify_and_chat_in_a_browser(page_url, tmp_path: Path) 
         expect(page.locator("#chatbot")).to_contain_text(answer_for(toy.held_out[1][1]), timeout=60_000)
         page.screenshot(path=str(shots / "4-chat.png"))
 
+        # the browser stores the session id once the answer's event has finished: reload only after that
+        page.wait_for_function("key => localStorage.getItem(key) !== null", arg="fluxvid-chat-session")
         page.reload(wait_until="domcontentloaded")  # the session id kept in local storage restores the chat
         page.get_by_role("tab", name="Chat").click()
         expect(page.locator("#chatbot")).to_contain_text(answer_for(toy.held_out[1][1]), timeout=60_000)

@@ -73,12 +73,15 @@ def evaluate_demo(models: Path, world: Path, budgets: Sequence[int] = EVAL_BUDGE
     dual = DualEncoder.load(models / DUAL_ENCODER).eval()
     classifier, _ = load_model(models / CLASSIFIER)
     classifier.eval()
-    scores = []
+    decoded = []  # every decoding pass first: workers forked after chat generation has run can hang
     for budget in budgets:
         search_plan = plan(budget, dual.vision.config)
         retrieval = evaluate_retrieval(dual, clips, search_plan, 16, workers, progress=False)
         classified = evaluate_classifier(classifier, actions, plan(budget, classifier.config), 1, 1, 16, workers,
                                          progress=False)
+        decoded.append((search_plan, retrieval, classified))
+    scores = []
+    for budget, (search_plan, retrieval, classified) in zip(budgets, decoded):
         accuracy = chat_accuracy(models / PROJECTOR, budget, questions, progress)
         scores.append(DemoScores(
             budget=budget, sampling=f"{search_plan.frames}x{search_plan.resolution}",
