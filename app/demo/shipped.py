@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 MODELS_DIR = Path(__file__).parent / "models"
+DEMO_HOME = Path("runs/demo")  # the served world, library and index; training works under train/
 DUAL_ENCODER = "dual_encoder.pt"  # Flux-CLIP: search
 CLASSIFIER = "classifier.pt"  # Flux-FT: the 12 actions
 PROJECTOR = "projector.safetensors"  # chat projector; its ViT and LLM lie beside it, named relative to it

@@ -36,8 +36,8 @@ def _best(config: FluxViTConfig, budgets: Sequence[int], score: Callable[[Plan],
     for budget in budgets:
         scored = [(score(make_plan(config, budget, f, r)), -f, f, r) for f, r in CANDIDATES
                   if f * (r // config.patch_size) ** 2 >= budget]
-        _, _, frames, resolution = max(scored)
-        chosen.append(ProfileEntry(budget, frames, resolution, round(max(scored)[0], 4)))
+        best, _, frames, resolution = max(scored)
+        chosen.append(ProfileEntry(budget, frames, resolution, round(best, 4)))
     return chosen
 
 
