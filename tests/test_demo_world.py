@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from app.demo.generate import DESCRIBE, generate_world, load_world, plan_world
-from app.demo.render import centroid_track, orientation, unwrap_degrees
-from app.demo.world import ACTIONS, COLOURS, ClipSpec, WorldConfig, caption, questions
+from app.demo.render import centroid_track, colour_mask
+from app.demo.world import ACTIONS, COLOURS, ClipSpec, WorldConfig, caption, object_state, questions
 from chat.data import read_instructions
 from encoder.video import read_annotations, read_frames
 
@@ -84,6 +84,24 @@ def _frame_at(times: np.ndarray, t: float) -> int:
     return int(np.argmin(np.abs(times - t)))
 
 
+def _quarter_turn_overlaps(before: np.ndarray, after: np.ndarray, colour: tuple[int, int, int],
+                           centre: tuple[float, float]) -> tuple[float, float]:
+    """IoU of the object's mask after the action with its mask before, turned a quarter clockwise and a quarter
+    counter-clockwise about its centre (screen coordinates, y down)."""
+    r = int(0.4 * min(before.shape[:2]))
+    cx, cy = int(round(centre[0])), int(round(centre[1]))
+    crops = []
+    for frame in (before, after):
+        mask = np.pad(colour_mask(frame[None], colour)[0], r)
+        crops.append(mask[cy:cy + 2 * r + 1, cx:cx + 2 * r + 1])
+    start, end = crops
+
+    def iou(a: np.ndarray) -> float:
+        return float((a & end).sum() / max((a | end).sum(), 1))
+
+    return iou(np.rot90(start, k=-1)), iou(np.rot90(start, k=1))
+
+
 def _check(spec: ClipSpec, path: Path) -> None:
     decoded = read_frames(path)
     frames, times = decoded.data, decoded.timestamps
@@ -113,9 +131,11 @@ def _check(spec: ClipSpec, path: Path) -> None:
         elif kind == "disappearing":
             assert area[a] > 50 and area[b] == 0, where
         elif kind.startswith("rotating"):
-            turn = unwrap_degrees(orientation(frames[a:b + 1], COLOURS[actor.colour]))
-            change = turn[-1] - turn[0]
-            assert (change > 60) if kind == "rotating clockwise" else (change < -60), (where, change)
+            state = object_state(spec, action.actor, action.start)
+            clockwise, counter = _quarter_turn_overlaps(frames[a], frames[b], COLOURS[actor.colour],
+                                                        (state.x * w, state.y * h))
+            turned, other = (clockwise, counter) if kind == "rotating clockwise" else (counter, clockwise)
+            assert turned > 0.6 and turned > other + 0.2, (where, clockwise, counter)
         elif kind == "bouncing":
             lowest = np.nanmin(centre[a:b + 1, 1])
             assert lowest < centre[a, 1] - 0.1 * h and abs(centre[b, 1] - centre[a, 1]) < 0.05 * h, where

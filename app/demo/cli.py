@@ -20,6 +20,7 @@ app = typer.Typer(help="The demo: the full app offline, on a procedural world an
                        "Without a subcommand: prepare (first start only) and serve it.",
                   invoke_without_command=True)
 DEFAULT_WORLD = DEMO_HOME / "world"
+DEFAULTS = DemoTraining()
 
 
 @app.callback()
@@ -48,10 +49,10 @@ def demo(
 @app.command("generate")
 def generate(
     out: Path = typer.Option(DEFAULT_WORLD, help="Folder of the world (splits already rendered are kept)."),
-    seed: int = typer.Option(0, help="Everything follows from it."),
-    train: int = typer.Option(2000, min=1, help="Training clips."),
-    val: int = typer.Option(60, min=1, help="Validation clips."),
-    test: int = typer.Option(120, min=1, help="Held-out test clips."),
+    seed: int = typer.Option(DEFAULTS.seed, help="Everything follows from it."),
+    train: int = typer.Option(DEFAULTS.train_clips, min=1, help="Training clips."),
+    val: int = typer.Option(DEFAULTS.val_clips, min=1, help="Validation clips."),
+    test: int = typer.Option(DEFAULTS.test_clips, min=1, help="Held-out test clips."),
     split: list[str] = typer.Option(list(SPLITS), help="Splits to render (repeatable)."),
     workers: int = typer.Option(0, min=0, help="Rendering processes (0: one per core)."),
 ) -> None:
@@ -63,9 +64,6 @@ def generate(
         fail(exc)
     typer.echo(f"demo world in {folder} ({', '.join(split)}): manifests {{split}}.jsonl, {{split}}_clips.jsonl, "
                "{split}_actions.jsonl, questions {split}_qa.jsonl, conversations {split}_chat.jsonl, world.json")
-
-
-DEFAULTS = DemoTraining()
 
 
 @app.command("train")

@@ -87,35 +87,18 @@ def write_mp4(frames: np.ndarray, fps: int, path: Path) -> Path:
     return path
 
 
+def colour_mask(frames: np.ndarray, colour: tuple[int, int, int], tolerance: float = 60.0) -> np.ndarray:
+    """``[T, H, W]`` bool: the pixels near ``colour`` (decoded video is lossy, hence the tolerance)."""
+    return np.linalg.norm(frames.astype(np.float32) - np.array(colour, np.float32), axis=-1) < tolerance
+
+
 def centroid_track(frames: np.ndarray, colour: tuple[int, int, int], tolerance: float = 60.0
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Per frame: the centroid ``[T, 2]`` (x, y; NaN when absent) and the area of pixels near ``colour``."""
-    distance = np.linalg.norm(frames.astype(np.float32) - np.array(colour, np.float32), axis=-1)
-    mask = distance < tolerance
+    mask = colour_mask(frames, colour, tolerance)
     area = mask.sum(axis=(1, 2))
     y, x = np.mgrid[0:frames.shape[1], 0:frames.shape[2]]
     with np.errstate(invalid="ignore", divide="ignore"):
         cx = (mask * x).sum(axis=(1, 2)) / area
         cy = (mask * y).sum(axis=(1, 2)) / area
     return np.stack([cx, cy], axis=1), area
-
-
-def orientation(frames: np.ndarray, colour: tuple[int, int, int], tolerance: float = 60.0) -> np.ndarray:
-    """Per frame: the angle (degrees, clockwise on screen, modulo 180) of the colour blob's long axis."""
-    distance = np.linalg.norm(frames.astype(np.float32) - np.array(colour, np.float32), axis=-1)
-    mask = (distance < tolerance).astype(np.float64)
-    y, x = np.mgrid[0:frames.shape[1], 0:frames.shape[2]]
-    area = mask.sum(axis=(1, 2))
-    cx = (mask * x).sum(axis=(1, 2)) / area
-    cy = (mask * y).sum(axis=(1, 2)) / area
-    dx, dy = x[None] - cx[:, None, None], y[None] - cy[:, None, None]
-    mxx = (mask * dx * dx).sum(axis=(1, 2))
-    myy = (mask * dy * dy).sum(axis=(1, 2))
-    mxy = (mask * dx * dy).sum(axis=(1, 2))
-    return np.degrees(0.5 * np.arctan2(2 * mxy, mxx - myy)) % 180.0
-
-
-def unwrap_degrees(angles: np.ndarray, period: float = 180.0) -> np.ndarray:
-    """Undo the wrap-around of an angle track (steps are assumed smaller than half a period)."""
-    return np.degrees(np.unwrap(np.radians(angles) * (360.0 / period))) * (period / 360.0)
-

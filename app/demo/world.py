@@ -23,7 +23,7 @@ VERB = {"moving left": "moves left", "moving right": "moves right", "moving up":
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230), "yellow": (235, 215, 40),
            "purple": (150, 60, 200), "orange": (245, 140, 30), "white": (245, 245, 245)}
 SHAPES = ("circle", "square", "triangle", "bar")
-ROTATING_SHAPES = ("bar",)  # elongated: its orientation, hence the rotation's direction, is visible
+ROTATING_SHAPES = ("triangle",)  # no rotational symmetry: a quarter turn either way ends in a different pose
 SIZES = {"small": 0.11, "large": 0.17}  # half-size as a fraction of the frame's shorter side
 BACKGROUNDS = ("stripes", "checks", "gradient", "noise")
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
@@ -177,7 +177,7 @@ def sample_clip(rng: random.Random, name: str, long: bool) -> ClipSpec:
         shape = rng.choice(ROTATING_SHAPES) if i == 0 and rotates else rng.choice(SHAPES)
         x, y = slots[i]
         objects.append(ObjectSpec(shape, colours[i], rng.choice(sorted(SIZES)), x, y,
-                                  rng.choice((0.0, 15.0, -15.0)) if shape == "bar" else 0.0))
+                                  rng.choice((0.0, 15.0, -15.0)) if i == 0 and rotates else 0.0))
     duration = 0.0
     actions = []
     for kind in actions_wanted:
