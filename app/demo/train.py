@@ -66,7 +66,7 @@ class DemoTraining:
     test_clips: int = 120
     clip_steps: int = 1200
     ft_steps: int = 1600
-    chat_steps: int = 600
+    chat_steps: int = 1100
     batch_size: int = 32
     workers: int = 2
 
