@@ -219,8 +219,9 @@ def build_ui(services: Services) -> gr.Blocks:
                 return [m for q, a in turns for m in ({"role": "user", "content": q},
                                                       {"role": "assistant", "content": a})]
 
-            # The browser hands the stored id over after the page has loaded, as a change of the state.
-            gr.on([ui.load, session_id.change], restore, [session_id, chatbot], chatbot)
+            # The browser hands the stored id over after the page has loaded, as a change of the state; that change
+            # may arrive while the load's restore is still running, so it must queue behind it, not be dropped.
+            gr.on([ui.load, session_id.change], restore, [session_id, chatbot], chatbot, trigger_mode="always_last")
 
         with gr.Tab("Library"):
             if reasons["library"]:
