@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from app.demo.generate import DESCRIBE, generate_world, load_world, plan_world
-from app.demo.render import centroid_track, colour_mask
-from app.demo.world import ACTIONS, COLOURS, ClipSpec, WorldConfig, caption, object_state, questions
+from app.demo.render import centroid_track, colour_mask, object_masks
+from app.demo.world import (ACTIONS, COLOURS, ROTATING_SHAPES, ClipSpec, ObjectSpec, WorldConfig, caption,
+                            object_state, questions)
 from chat.data import read_instructions
 from encoder.video import read_annotations, read_frames
 
@@ -135,7 +136,8 @@ def _check(spec: ClipSpec, path: Path) -> None:
             clockwise, counter = _quarter_turn_overlaps(frames[a], frames[b], COLOURS[actor.colour],
                                                         (state.x * w, state.y * h))
             turned, other = (clockwise, counter) if kind == "rotating clockwise" else (counter, clockwise)
-            assert turned > 0.6 and turned > other + 0.2, (where, clockwise, counter)
+            # a narrow shape turned about a centre rounded to the pixel overlaps itself less than a wide one
+            assert turned > 0.5 and turned > other + 0.1, (where, clockwise, counter)
         elif kind == "bouncing":
             lowest = np.nanmin(centre[a:b + 1, 1])
             assert lowest < centre[a, 1] - 0.1 * h and abs(centre[b, 1] - centre[a, 1]) < 0.05 * h, where
@@ -159,3 +161,21 @@ def test_ground_truth_matches_the_pixels(world: Path) -> None:
             _check(spec, world / split / f"{spec.name}.mp4")
             checked += 1
     assert checked == CONFIG.train + CONFIG.test
+
+
+@pytest.mark.parametrize("shape", ROTATING_SHAPES)
+def test_a_rotating_shape_has_no_turn_symmetry(shape: str) -> None:
+    """Turned by any multiple of 30 degrees the shape covers different pixels, so a quarter turn clockwise cannot
+    also read as a smaller turn counter-clockwise (a near-equilateral triangle turned 90 degrees looks like one
+    turned 30 degrees the other way, which left rotation direction unlearnable)."""
+    def mask(angle: float) -> np.ndarray:
+        spec = ClipSpec("shape", 144, 144, 10, 1.0, "noise", ((40, 40, 40), (70, 70, 70)),
+                        (ObjectSpec(shape, "red", "large", 0.5, 0.5, angle),), (), 0)
+        return object_masks(spec, 0, np.zeros(1))[0]
+
+    upright = mask(0.0)
+    assert upright.sum() > 300
+    for angle in range(30, 360, 30):
+        turned = mask(float(angle))
+        iou = (upright & turned).sum() / (upright | turned).sum()
+        assert iou < 0.6, (shape, angle, iou)

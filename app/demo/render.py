@@ -56,8 +56,9 @@ def object_masks(spec: ClipSpec, index: int, times: np.ndarray) -> np.ndarray:
     elif obj.shape == "bar":
         inside = (np.abs(u) <= half * 1.3) & (np.abs(v) <= half * 0.4)
     elif obj.shape == "triangle":
-        top = -half
-        inside = (v >= top) & (v <= half * 0.6) & (np.abs(u) <= (v - top) / (half * 1.6) * half * 0.95)
+        # tall and narrow: only a mirror symmetry, so a quarter turn either way reads as that turn and no other
+        top = -half * 1.25
+        inside = (v >= top) & (v <= half * 0.75) & (np.abs(u) <= (v - top) / (half * 2.0) * half * 0.6)
     else:
         raise ValueError(f"unknown shape {obj.shape!r}")
     return inside & visible

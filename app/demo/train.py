@@ -65,7 +65,7 @@ class DemoTraining:
     val_clips: int = 60
     test_clips: int = 120
     clip_steps: int = 1200
-    ft_steps: int = 1600
+    ft_steps: int = 2000
     chat_steps: int = 1100
     batch_size: int = 32
     workers: int = 2
