@@ -134,6 +134,24 @@ def test_dataset_items_and_batches(toy_chat: ToyChat) -> None:
     assert batch["attention_mask"].sum(1).tolist() == [len(data.train[0]["input_ids"]), len(data.train[1]["input_ids"])]
 
 
+def test_train_budgets_take_turns_per_batch_and_resume_in_turn(toy_chat: ToyChat) -> None:
+    cfg = chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train, train_budgets=[BUDGET, 48])
+    recipe, data = build_recipe(cfg), build_datasets(cfg)
+    batch = data.collate([data.train[i] for i in range(4)])
+    recipe.train()
+    with torch.no_grad():
+        losses = [float(recipe(batch)[0]) for _ in range(3)]
+        assert losses[0] == losses[2] != losses[1], "128 tokens, then 48, then 128 again"
+        assert int(recipe.trainable_state_dict()["batches_seen"]) == 3
+        recipe.eval()
+        assert float(recipe(batch)[0]) == losses[0], "outside training the plan's own budget"
+    resumed = build_recipe(cfg)
+    resumed.load_state_dict(recipe.trainable_state_dict(), strict=False)
+    resumed.train()
+    with torch.no_grad():
+        assert float(resumed(batch)[0]) == losses[1], "a resumed run goes on with the next budget in turn"
+
+
 def test_a_missing_video_is_skipped_not_fatal(toy_chat: ToyChat, tmp_path: Path) -> None:
     rows = tmp_path / "rows.jsonl"
     good = {"path": str(toy_chat.held_out[0][0]), "conversations": [

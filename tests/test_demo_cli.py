@@ -6,8 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from app.demo.shipped import MODELS_DIR, QUALITY_BARS, read_manifest
+from app.demo.train import DemoTraining, chat_config, clip_config, ft_config
 from tests.test_training_cli import fluxvid
+from training.config import load_config
+from training.recipes.chat import ChatConfig
+from training.recipes.clip import ClipConfig
+from training.recipes.ft import FTConfig
 
 
 def test_help_lists_every_demo_command() -> None:
@@ -39,3 +46,20 @@ def test_eval_prints_json_scores_and_its_exit_code_follows_the_bars(tmp_path: Pa
     assert rows[0]["sampling"] == "8x84"
     assert result.returncode == (0 if all(rows[0][m] >= bar for m, bar in QUALITY_BARS.items()) else 1)
     assert len(list((tmp_path / "world" / "test").glob("*.mp4"))) == read_manifest(MODELS_DIR)["knobs"]["test_clips"]
+
+
+def test_demo_train_stage_configs_are_valid_recipe_configs(tmp_path: Path) -> None:
+    """What ``fluxvid demo train`` writes for each stage loads as that recipe's config, with the knobs in it."""
+    knobs = DemoTraining(cache_frames=12, batch_size=8)
+    world = tmp_path / "world"
+    stages = {"clip": (clip_config(knobs, world, tmp_path / "clip"), ClipConfig),
+              "ft": (ft_config(knobs, world, tmp_path / "ft", tmp_path / "clip_vision.pt"), FTConfig),
+              "chat": (chat_config(knobs, world, tmp_path / "chat", tmp_path / "ft.pt", tmp_path / "llm"), ChatConfig)}
+    loaded = {}
+    for name, (config, cls) in stages.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        loaded[name] = load_config(tmp_path / f"{name}.yaml", cls)
+    assert loaded["clip"].data.cache_frames == loaded["ft"].data.cache_frames == 12
+    assert loaded["ft"].data.batch_size == loaded["chat"].data.batch_size == 8
+    assert loaded["ft"].max_steps == knobs.ft_steps and loaded["chat"].chat.vision == str(tmp_path / "ft.pt")
+    assert loaded["chat"].chat.budget in loaded["chat"].chat.train_budgets

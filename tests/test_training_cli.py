@@ -140,7 +140,8 @@ def test_clip_trains_a_dual_encoder_that_retrieves_by_colour(library: Path, tmp_
     assert rows[0]["t2v/R@1"] == 100.0 and rows[0]["v2t/R@1"] == 100.0, rows
 
 
-def test_corrupt_training_videos_are_skipped_and_reported(library: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache_frames", [0, 4], ids=["decoded-per-batch", "frame-cache"])
+def test_corrupt_training_videos_are_skipped_and_reported(library: Path, tmp_path: Path, cache_frames: int) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     train = tmp_path / "train.jsonl"
@@ -148,7 +149,7 @@ def test_corrupt_training_videos_are_skipped_and_reported(library: Path, tmp_pat
     rows = [{**r, "path": str(library / r["path"])} for r in rows] + [{"path": str(broken), "label": 0}]
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = write_config(tmp_path / "ft.yaml", library, tmp_path / "run", max_steps=4, save_every=4,
-                          data={"train": str(train)})
+                          data={"train": str(train), "cache_frames": cache_frames})
     done = fluxvid("train", "ft", "--config", str(config))
     assert done.returncode == 0, done.stderr[-3000:]
     skipped = [json.loads(line) for line in (tmp_path / "run" / "skipped-rank0.jsonl").read_text().splitlines()]

@@ -19,6 +19,7 @@ from encoder.video import AnnotationError, RandAug, TrainAugment, VideoDataset, 
 from .config import ConfigError, TrainConfig, load_config
 from .data import ByIndex, TrainingClips, captioned_collate
 from .engine import Trainer
+from .frame_cache import CachedClips
 from .recipe import Recipe
 
 app = typer.Typer(help="Train FluxViT with the paper's recipes (Flux-UMT, Flux-FT, Flux-CLIP) or the chat projector.",
@@ -78,6 +79,10 @@ def video_clips(cfg: TrainConfig, require: str | None = None) -> tuple[TrainingC
     vit = cfg.vit_config()
     default = make_plan(vit, cfg.data.frames * (cfg.data.resolution // vit.patch_size) ** 2, cfg.data.frames,
                         cfg.data.resolution)
+    if cfg.data.cache_frames:
+        resolution = vit.grid.max_resolution if cfg.data.flexible else cfg.data.resolution
+        videos = CachedClips(items, augment, cfg.data.cache_frames, resolution, cfg.data.num_workers)
+        return TrainingClips(videos, vit), items
     return TrainingClips(VideoDataset(items, default, augment=augment), vit), items
 
 

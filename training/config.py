@@ -42,6 +42,8 @@ class DataConfig(Strict):
     crop_scales: tuple[float, ...] = Field((1.0, 0.875, 0.75, 0.66), description="multi-scale crop scales")
     flip: bool = Field(True, description="random horizontal flips (turn off when labels depend on direction)")
     randaug: bool = Field(False, description="RandAugment(2 ops, magnitude 9, std 0.5) on whole clips")
+    cache_frames: int = Field(0, ge=0, description="0: decode every sample; K: decode K frames per video once, "
+                                                   "keep them in memory and sample from them (small models)")
 
     @model_validator(mode="after")
     def _budgets_decrease(self) -> "DataConfig":

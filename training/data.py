@@ -19,6 +19,8 @@ from encoder.budget import make_plan
 from encoder.config import FluxViTConfig
 from encoder.video import FlexibleSampler, SkippedVideo, VideoDataset, is_image
 
+from .frame_cache import CachedClips
+
 
 @dataclass(frozen=True)
 class SampleKey:
@@ -67,10 +69,11 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
 
 
 class TrainingClips(Dataset):
-    """A :class:`~encoder.video.VideoDataset` addressed by :class:`SampleKey`: the key's sampling, and its seed
-    for the clip's random temporal offsets and augmentation (so a sample is the same in any worker)."""
+    """A :class:`~encoder.video.VideoDataset` (or :class:`~training.frame_cache.CachedClips`) addressed by
+    :class:`SampleKey`: the key's sampling, and its seed for the clip's random temporal offsets and augmentation
+    (so a sample is the same in any worker)."""
 
-    def __init__(self, videos: VideoDataset, model: FluxViTConfig) -> None:
+    def __init__(self, videos: "VideoDataset | CachedClips", model: FluxViTConfig) -> None:
         self.videos, self.model = videos, model
 
     def __len__(self) -> int:

@@ -77,13 +77,17 @@ def train(
     chat_steps: int = typer.Option(DEFAULTS.chat_steps, min=1, help="Chat (projector, LM, ViT) optimizer steps."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, min=2),
     workers: int = typer.Option(DEFAULTS.workers, min=0, help="Decoding worker processes per run."),
+    cache_frames: int = typer.Option(DEFAULTS.cache_frames, min=0,
+                                     help="Frames per clip decoded once and kept in memory for Flux-CLIP and "
+                                          "Flux-FT (0: decode every batch)."),
 ) -> None:
     """Train the demo models from scratch (Flux-CLIP, Flux-FT, chat), evaluate them on the test split and ship
     them with a manifest of the command, seed and metrics. Interrupted? Run it again: it resumes."""
     from .train import command_line, train_demo
 
     knobs = DemoTraining(seed=seed, train_clips=train_clips, clip_steps=clip_steps, ft_steps=ft_steps,
-                         chat_steps=chat_steps, batch_size=batch_size, workers=workers)
+                         chat_steps=chat_steps, batch_size=batch_size, workers=workers,
+                         cache_frames=cache_frames)
     try:
         manifest = train_demo(knobs, work, models, command_line())
     except (FileNotFoundError, ValueError, OSError) as exc:

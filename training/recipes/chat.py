@@ -32,6 +32,9 @@ class ChatSection(Strict):
     vision: str = Field(description="FluxViT checkpoint file; a registered model name gives seeded random "
                                     "weights (smoke tests only)")
     budget: int = Field(1024, ge=1, description="vision token budget (the sampling follows its plan)")
+    train_budgets: tuple[int, ...] = Field((), description="token counts the ViT keeps in training, one per "
+                                                           "batch in turn, on budget's sampling (empty: budget's "
+                                                           "own), so the chat also serves the smaller budgets")
     projector: ProjectorKind = Field("linear", description="linear (the paper's) or mlp2 (two-layer GELU)")
     tokens_per_frame: int | None = Field(None, ge=1, description="pool each frame to this square count; "
                                                                   "None sends every kept token")
@@ -62,6 +65,8 @@ class ChatConfig(TrainConfig):
     def _vision_from_chat_section(self) -> "ChatConfig":
         if self.init_checkpoint is not None:
             raise ValueError("chat training takes the ViT from chat.vision; leave init_checkpoint unset")
+        if any(b < 1 for b in self.chat.train_budgets):
+            raise ValueError(f"chat.train_budgets must be positive token counts, got {list(self.chat.train_budgets)}")
         if self.chat.lora and self.chat.train_llm:
             raise ValueError("chat.lora and chat.train_llm exclude each other: train_llm already trains every "
                              "LLM weight")
@@ -115,6 +120,8 @@ class ChatRecipe(Recipe):
         if cfg.grad_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.video_id = video_token_id(tokenizer)
+        if section.train_budgets:  # which of them the next batch keeps; a buffer, so a resumed run goes on in turn
+            self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.projector = Projector(section.projector, self.vision.dim, llm_dim(llm))
@@ -146,7 +153,12 @@ class ChatRecipe(Recipe):
                 if k in trainable or not k.startswith(self.frozen_prefixes)}
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        video = self.projector(self.vision(batch["video"]))
+        keep = None
+        if self.training and self.cfg.chat.train_budgets:
+            budgets = self.cfg.chat.train_budgets
+            keep = min(budgets[int(self.batches_seen) % len(budgets)], self.vision.plan.tokens)
+            self.batches_seen += 1
+        video = self.projector(self.vision(batch["video"], keep))
         embeds = splice_video(self.llm.get_input_embeddings(), batch["input_ids"], video, self.video_id)
         decoder, head = decoder_and_head(self.llm)
         hidden = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"], use_cache=False)
