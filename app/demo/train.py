@@ -66,7 +66,7 @@ class DemoTraining:
     test_clips: int = 120
     clip_steps: int = 1200
     ft_steps: int = 3000
-    chat_steps: int = 1100
+    chat_steps: int = 1500
     batch_size: int = 32
     workers: int = 2
     cache_frames: int = 16
