@@ -29,6 +29,7 @@ bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python bench/encoder.py
 	$(BIN)/python bench/decode.py
+	$(BIN)/python bench/frame_cache.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/index_build.py
 	$(BIN)/python bench/api_load.py

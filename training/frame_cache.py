@@ -11,7 +11,6 @@ the only loss is temporal jitter finer than ``1 / K`` of the window. Memory: ``K
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from encoder.video import (Annotation, SkippedVideo, TrainAugment, VideoDecodeError, is_image, read_frames,
                            sample_indices, window_frames)
+from encoder.video.dataset import dataset_item
 from encoder.video.load import SamplingPlan
 from encoder.video.transforms import to_clip
 
@@ -92,14 +92,4 @@ class CachedClips(Dataset):
             return entry
         frames, times = entry
         chosen = torch.from_numpy(sample_indices(len(frames), plan.frames, "train"))
-        item = self.items[index]
-        return {
-            "video": self.augment(frames[chosen], plan.resolution),
-            "timestamps": times[chosen],
-            "label": -1 if item.label is None else item.label,
-            "caption": item.caption or "",
-            "start": math.nan if item.start is None else item.start,
-            "end": math.nan if item.end is None else item.end,
-            "path": item.path,
-            "index": index,
-        }
+        return dataset_item(self.items[index], index, self.augment(frames[chosen], plan.resolution), times[chosen])

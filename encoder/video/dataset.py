@@ -88,16 +88,21 @@ class VideoDataset(Dataset):
         except VideoDecodeError as exc:
             log.warning("skipping %s (item %d): %s", item.path, index, exc.reason)
             return SkippedVideo(index, item.path, exc.reason)
-        return {
-            "video": clip.video,
-            "timestamps": torch.from_numpy(clip.timestamps),
-            "label": -1 if item.label is None else item.label,
-            "caption": item.caption or "",
-            "start": math.nan if item.start is None else item.start,
-            "end": math.nan if item.end is None else item.end,
-            "path": item.path,
-            "index": index,
-        }
+        return dataset_item(item, index, clip.video, torch.from_numpy(clip.timestamps))
+
+
+def dataset_item(item: Annotation, index: int, video: torch.Tensor, timestamps: torch.Tensor) -> dict[str, Any]:
+    """The item dict every training and evaluation dataset returns (one layout for the collate functions)."""
+    return {
+        "video": video,
+        "timestamps": timestamps,
+        "label": -1 if item.label is None else item.label,
+        "caption": item.caption or "",
+        "start": math.nan if item.start is None else item.start,
+        "end": math.nan if item.end is None else item.end,
+        "path": item.path,
+        "index": index,
+    }
 
 
 def skip_bad_collate(items: list[dict[str, Any] | SkippedVideo]) -> dict[str, Any]:
