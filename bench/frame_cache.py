@@ -1,11 +1,13 @@
-"""Training input throughput with and without the frame cache (``data.cache_frames``), on demo-world clips.
+"""Training input throughput with and without the caches, on demo-world clips: the frame cache of Flux-UMT / FT /
+CLIP (``data.cache_frames``) and the chat's clip cache (``chat.cache_clips``).
 
 Renders ``--clips`` training clips of the demo world, then feeds the demo's Flux-FT batches (flexible 4 or 8
 frames at 84 px, batch 32, ``--workers`` decode workers) through the training DataLoader: once decoding every
-sample, once from frames decoded once (``--cache-frames`` per clip). Reports samples/s of the input pipeline
-alone, the cache's build time and its memory.
+sample, once from frames decoded once (``--cache-frames`` per clip); then the demo chat's batches (its
+conversations, 8 frames at 84 px, tokenised with the shipped LM's tokenizer), decoded every time and cached.
+Reports samples/s of the input pipeline alone, each cache's build time and its memory.
 
-    python bench/frame_cache.py                 # 240 clips, about a minute on 2 cores
+    python bench/frame_cache.py                 # 240 clips, about two minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -23,19 +25,19 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.demo.generate import generate_world  # noqa: E402
-from app.demo.shipped import CLASSIFIER, MODELS_DIR  # noqa: E402
+from app.demo.shipped import CHAT_VISION, CLASSIFIER, LLM, MODELS_DIR  # noqa: E402
+from app.demo.train import DemoTraining, chat_config  # noqa: E402
 from app.demo.world import WorldConfig  # noqa: E402
 from bench.report import save_table  # noqa: E402
 from encoder import load_model, make_plan  # noqa: E402
 from encoder.video import TrainAugment, VideoDataset, read_annotations, skip_bad_collate  # noqa: E402
 from training.data import ResumableBatchSampler, TrainingClips  # noqa: E402
 from training.frame_cache import CachedClips  # noqa: E402
+from training.recipes.chat import ChatConfig, ChatData, build_datasets  # noqa: E402
 
 
-def samples_per_second(clips: TrainingClips, vit, batches: int, workers: int) -> float:
-    """Samples/s over ``batches`` batches of 32 (the first batch, worker start-up, not counted)."""
-    sampler = ResumableBatchSampler(len(clips), 32, vit, seed=0, flexible=True, frames=8, resolution=84)
-    loader = DataLoader(clips, batch_sampler=sampler, collate_fn=skip_bad_collate, num_workers=workers)
+def rate(loader: DataLoader, batches: int) -> float:
+    """Samples/s over ``batches`` batches (the first batch, worker start-up, not counted)."""
     seen, start = 0, None
     for i, batch in enumerate(loader):
         if i == 0:
@@ -45,6 +47,35 @@ def samples_per_second(clips: TrainingClips, vit, batches: int, workers: int) ->
         if i == batches:
             break
     return seen / (time.perf_counter() - start)
+
+
+def samples_per_second(clips: TrainingClips, vit, batches: int, workers: int) -> float:
+    """The Flux-FT input pipeline: batches of 32, flexible 4 or 8 frames at 84 px."""
+    sampler = ResumableBatchSampler(len(clips), 32, vit, seed=0, flexible=True, frames=8, resolution=84)
+    return rate(DataLoader(clips, batch_sampler=sampler, collate_fn=skip_bad_collate, num_workers=workers), batches)
+
+
+def chat_samples_per_second(data: ChatData, batches: int, workers: int) -> float:
+    """The chat's input pipeline: shuffled batches of 32 conversations."""
+    return rate(DataLoader(data.train, batch_size=32, shuffle=True, collate_fn=data.collate, num_workers=workers,
+                           generator=torch.Generator().manual_seed(0)), batches)
+
+
+def chat_rows(world: Path, batches: int, workers: int) -> list[dict]:
+    """The demo chat stage's own config (``app.demo.train.chat_config``) with and without ``chat.cache_clips``."""
+    config = chat_config(DemoTraining(workers=workers), world, world / "run", MODELS_DIR / CHAT_VISION,
+                         MODELS_DIR / LLM)
+    rows = []
+    for cached in (False, True):
+        config["chat"]["cache_clips"] = cached
+        began = time.perf_counter()
+        data = build_datasets(ChatConfig.model_validate(config))
+        build = time.perf_counter() - began
+        rate = chat_samples_per_second(data, batches, workers)
+        rows.append({"input": "chat: " + ("clip cache" if cached else "decode every sample"),
+                     "samples/s": round(rate, 1), "build s": round(build, 1) if cached else "-",
+                     "memory MB": round(data.train.nbytes / 2**20, 1) if cached else "-"})
+    return rows
 
 
 def main() -> None:
@@ -66,12 +97,16 @@ def main() -> None:
         cache = CachedClips(items, augment, args.cache_frames, vit.grid.max_resolution, args.workers)
         build = time.perf_counter() - began
         cached = samples_per_second(TrainingClips(cache, vit), vit, args.batches, args.workers)
-    rows = [{"input": "decode every sample", "samples/s": round(decoded, 1), "build s": "-", "memory MB": "-"},
-            {"input": f"frame cache ({args.cache_frames} frames)", "samples/s": round(cached, 1),
-             "build s": round(build, 1), "memory MB": round(cache.nbytes / 2**20, 1)}]
+        chat = chat_rows(world, args.batches, args.workers)
+        conversations = len((world / "train_chat.jsonl").read_text().splitlines())
+    rows = [{"input": "Flux-FT: decode every sample", "samples/s": round(decoded, 1), "build s": "-",
+             "memory MB": "-"},
+            {"input": f"Flux-FT: frame cache ({args.cache_frames} frames)", "samples/s": round(cached, 1),
+             "build s": round(build, 1), "memory MB": round(cache.nbytes / 2**20, 1)}, *chat]
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     save_table("frame_cache", machine, ["input", "samples/s", "build s", "memory MB"], rows,
-               note=f"{len(items)} demo action windows, batch 32, {args.workers} workers, input pipeline only")
+               note=f"{len(items)} demo action windows and {conversations} chat conversations, batch 32, "
+                    f"{args.workers} workers, input pipeline only")
 
 
 if __name__ == "__main__":

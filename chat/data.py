@@ -23,15 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from encoder.budget import Plan
-from encoder.video import SkippedVideo, VideoDecodeError
+from encoder.video import SkippedVideo, VideoDecodeError, normalize
 
 from .errors import ChatDataError
-from .prompt import IGNORE_INDEX, build_messages, encode_conversation
-from .video import load_clip
+from .prompt import IGNORE_INDEX, VideoContext, build_messages, encode_conversation
+from .video import decode_clip, load_clip
 
 log = logging.getLogger(__name__)
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
@@ -112,13 +113,30 @@ def read_instructions(path: str | Path, root: str | Path | None = None) -> list[
     return samples
 
 
+class _DecodeOnce(Dataset):
+    """Worker side of :meth:`InstructionDataset.cache_clips`: sample ``i`` -> (uint8 clip, context) or why not."""
+
+    def __init__(self, samples: list[Instruction], plan: Plan) -> None:
+        self.samples, self.plan = samples, plan
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, VideoContext] | SkippedVideo:
+        sample = self.samples[index]
+        try:
+            return decode_clip(sample.path, self.plan, sample.start, sample.end, threads=1)
+        except VideoDecodeError as exc:
+            return SkippedVideo(index, sample.path, exc.reason)
+
+
 class InstructionDataset(Dataset):
     """Samples as ``{"video": [3, T, S, S], "input_ids": [L], "labels": [L]}`` (labels only on answers).
 
     Indexed by an int or by anything with an ``index`` (the engine's ``SampleKey``); the sampling always
     follows ``plan``, since the chat model works at one budget. A sample longer than ``max_length`` tokens
     loses its last turns; a video that cannot be decoded, or whose first turn alone is too long, gives a
-    :class:`SkippedVideo` saying why.
+    :class:`SkippedVideo` saying why. After :meth:`cache_clips` the clips come from memory.
     """
 
     def __init__(
@@ -128,6 +146,27 @@ class InstructionDataset(Dataset):
         self.source, self.samples, self.tokenizer, self.plan = str(source), samples, tokenizer, plan
         self.video_id, self.num_video_tokens = video_id, num_video_tokens
         self.system_prompt, self.max_length = system_prompt, max_length
+        self._clips: list[tuple[torch.Tensor, VideoContext] | SkippedVideo] | None = None
+
+    def cache_clips(self, workers: int = 0, progress: bool = True) -> None:
+        """Decode every sample's clip once and keep it (uint8, ``T x S x S x 3`` bytes a sample): the sampling
+        has no randomness, so each epoch would decode the same frames again. Items stay exactly the same."""
+        loader = DataLoader(_DecodeOnce(self.samples, self.plan), batch_size=None, num_workers=workers)
+        clips: list[tuple[torch.Tensor, VideoContext] | SkippedVideo] = []
+        for entry in tqdm(loader, total=len(self.samples), desc="decoding each chat clip once", unit="clip",
+                          disable=not progress, dynamic_ncols=True):
+            if isinstance(entry, SkippedVideo):
+                sample = self.samples[entry.index]
+                log.warning("skipping %s (line %d of %s): %s", entry.path, sample.line, self.source, entry.reason)
+                clips.append(entry)
+            else:  # out of the worker's shared memory: thousands of shared tensors would exhaust file handles
+                clips.append((entry[0].clone(), entry[1]))
+        self._clips = clips
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by :meth:`cache_clips` (0 before it)."""
+        return sum(entry[0].numel() for entry in self._clips or () if not isinstance(entry, SkippedVideo))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -135,12 +174,18 @@ class InstructionDataset(Dataset):
     def __getitem__(self, key: Any) -> dict[str, torch.Tensor] | SkippedVideo:
         index = int(getattr(key, "index", key))
         sample = self.samples[index]
-        threads = 1 if get_worker_info() is not None else 0
-        try:
-            video, context = load_clip(sample.path, self.plan, sample.start, sample.end, threads=threads)
-        except VideoDecodeError as exc:
-            log.warning("skipping %s (line %d of %s): %s", sample.path, sample.line, self.source, exc.reason)
-            return SkippedVideo(index, sample.path, exc.reason)
+        if self._clips is not None:
+            cached = self._clips[index]
+            if isinstance(cached, SkippedVideo):
+                return cached
+            video, context = normalize(cached[0]), cached[1]
+        else:
+            threads = 1 if get_worker_info() is not None else 0
+            try:
+                video, context = load_clip(sample.path, self.plan, sample.start, sample.end, threads=threads)
+            except VideoDecodeError as exc:
+                log.warning("skipping %s (line %d of %s): %s", sample.path, sample.line, self.source, exc.reason)
+                return SkippedVideo(index, sample.path, exc.reason)
         turns = sample.turns
         while True:
             messages = build_messages(self.system_prompt, context, turns)

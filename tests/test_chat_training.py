@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,39 @@ def test_a_missing_video_is_skipped_not_fatal(toy_chat: ToyChat, tmp_path: Path)
     assert data.collate([data.train[0]]) == {"skipped": [data.train[0]]}  # the engine skips such a batch
     prompt = data.train.tokenizer.decode(data.train[1]["input_ids"])
     assert "<video>" not in prompt and prompt.count("What?") == 1  # LLaVA-style turns, marker dropped
+
+
+def test_cached_clips_give_the_same_items_and_never_decode_again(toy_chat: ToyChat, tmp_path: Path) -> None:
+    clips = [str(shutil.copy(clip, tmp_path / f"copy{i}.mp4")) for i, (clip, _) in enumerate(toy_chat.held_out[:3])]
+    turns = [{"role": "user", "content": "What colour is it?"}, {"role": "assistant", "content": "Red."}]
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps(row) for row in [
+        {"path": clips[0], "conversations": turns}, {"path": clips[1], "start": 0.5, "end": 1.5, "conversations": turns},
+        {"path": str(tmp_path / "gone.mp4"), "conversations": turns}, {"path": clips[2], "conversations": turns},
+    ]) + "\n")
+    decoded = build_datasets(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, rows)).train
+    expected = [decoded[i] for i in range(4)]
+    config = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, rows, cache_clips=True).model_dump(mode="json")
+    config["data"]["num_workers"] = 2  # built by decode workers, as in training
+    cached = build_datasets(ChatConfig.model_validate(config)).train
+    assert decoded.nbytes == 0 and cached.nbytes == 3 * expected[0]["video"].numel()  # three clips, one byte each
+    for clip in clips:
+        Path(clip).unlink()  # from here on only the cache can give the frames
+    for index, want in enumerate(expected):
+        got = cached[SampleKey(index, frames=16, resolution=112, seed=index)]
+        if index == 2:
+            assert isinstance(got, SkippedVideo) and got.reason == want.reason and "file does not exist" in got.reason
+            continue
+        assert got["video"].dtype == torch.float32 and torch.equal(got["video"], want["video"])
+        assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(got["labels"], want["labels"])
+    assert "0.5" in cached.tokenizer.decode(cached[1]["input_ids"])  # the window's context comes from the cache too
+
+
+def test_the_chat_rejects_random_frame_caching(toy_chat: ToyChat, tmp_path: Path) -> None:
+    config = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train).model_dump(mode="json")
+    config["data"]["cache_frames"] = 8
+    with pytest.raises(ValueError, match="chat.cache_clips"):
+        ChatConfig.model_validate(config)
 
 
 @pytest.mark.parametrize("line,problem", [

@@ -79,7 +79,7 @@ def train(
     workers: int = typer.Option(DEFAULTS.workers, min=0, help="Decoding worker processes per run."),
     cache_frames: int = typer.Option(DEFAULTS.cache_frames, min=0,
                                      help="Frames per clip decoded once and kept in memory for Flux-CLIP and "
-                                          "Flux-FT (0: decode every batch)."),
+                                          "Flux-FT; the chat then keeps its clips too (0: decode every batch)."),
 ) -> None:
     """Train the demo models from scratch (Flux-CLIP, Flux-FT, chat), evaluate them on the test split and ship
     them with a manifest of the command, seed and metrics. Interrupted? Run it again: it resumes."""

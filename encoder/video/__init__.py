@@ -11,7 +11,7 @@ from .decode import BACKENDS, DEFAULT_TIMEOUT, MAX_PIXELS, is_image, probe, read
 from .errors import VideoDecodeError
 from .flexible import FlexibleSampler
 from .frames import Frames, VideoInfo
-from .load import Clip, load_clip, load_views
+from .load import Clip, decode_clip, load_clip, load_views
 from .sampling import clip_positions, sample_indices, window_frames
 from .segments import Segment, segments
 from .transforms import MultiScaleCrop, RandAug, TrainAugment, normalize, resize_short_side, spatial_crops
@@ -19,7 +19,8 @@ from .transforms import MultiScaleCrop, RandAug, TrainAugment, normalize, resize
 __all__ = [
     "Annotation", "AnnotationError", "BACKENDS", "Clip", "DEFAULT_TIMEOUT",
     "FlexibleSampler", "Frames", "MAX_PIXELS", "MultiScaleCrop", "RandAug", "Segment", "SkippedVideo",
-    "TrainAugment", "VideoDataset", "VideoDecodeError", "VideoInfo", "VideoLoader", "clip_positions", "is_image",
-    "load_clip", "load_views", "normalize", "probe", "read_annotations", "read_frames", "resize_short_side",
+    "TrainAugment", "VideoDataset", "VideoDecodeError", "VideoInfo", "VideoLoader", "clip_positions",
+    "decode_clip", "is_image", "load_clip", "load_views", "normalize", "probe", "read_annotations", "read_frames",
+    "resize_short_side",
     "sample_indices", "segments", "skip_bad_collate", "spatial_crops", "window_frames",
 ]

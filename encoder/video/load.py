@@ -6,7 +6,7 @@ the decoder's read, and only the needed frames are decoded, already scaled to ab
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -34,8 +34,9 @@ class SamplingPlan(Protocol):
 class Clip:
     """Encoder input for one video.
 
-    ``video``: float32 ``[3, T, S, S]`` for one view, or ``[V, 3, T, S, S]`` for ``V = clips x crops`` views
-    (view ``c * crops + k`` is temporal clip ``c``, spatial crop ``k``). ``timestamps`` (seconds) and
+    ``video``: float32 ``[3, T, S, S]`` for one view (uint8 ``[T, 3, S, S]`` from :func:`decode_clip`), or
+    ``[V, 3, T, S, S]`` for ``V = clips x crops`` views (view ``c * crops + k`` is temporal clip ``c``, spatial
+    crop ``k``). ``timestamps`` (seconds) and
     ``indices``: ``[T]``, or ``[clips, T]`` for views.
     """
 
@@ -79,16 +80,32 @@ def load_clip(
     With ``augment`` (training): a random frame per segment and the augmentation's random crop / flip /
     RandAugment, shared by all frames. Images give ``plan.frames`` copies of the image.
     """
+    if augment is None:
+        clip = decode_clip(path, plan, start, end, backend=backend, timeout=timeout, threads=threads)
+        return replace(clip, video=normalize(clip.video))
     path = str(path)
-    train = augment is not None
-    pick = _picker(path, plan, start, end, [0.5], train)
-    short = augment.decode_short_side(plan.resolution) if train else plan.resolution
-    frames = read_frames(path, pick, short_side=short, backend=backend, timeout=timeout, threads=threads)
-    clip = to_clip(frames.data)
-    if train:
-        video = augment(clip, plan.resolution)
-    else:
-        video = normalize(spatial_crops(resize_short_side(clip, plan.resolution), plan.resolution)[0])
+    pick = _picker(path, plan, start, end, [0.5], True)
+    frames = read_frames(path, pick, short_side=augment.decode_short_side(plan.resolution), backend=backend,
+                         timeout=timeout, threads=threads)
+    return Clip(augment(to_clip(frames.data), plan.resolution), frames.timestamps, frames.indices, frames.info)
+
+
+def decode_clip(
+    path: str | Path,
+    plan: SamplingPlan,
+    start: float | None = None,
+    end: float | None = None,
+    *,
+    backend: str = "auto",
+    timeout: float | None = DEFAULT_TIMEOUT,
+    threads: int = 0,
+) -> Clip:
+    """:func:`load_clip`'s evaluation sampling stopped before :func:`normalize`: uint8 ``[T, 3, S, S]``, a
+    quarter of the memory, for caches that keep clips (``normalize(clip.video)`` is load_clip's video)."""
+    path = str(path)
+    pick = _picker(path, plan, start, end, [0.5], False)
+    frames = read_frames(path, pick, short_side=plan.resolution, backend=backend, timeout=timeout, threads=threads)
+    video = spatial_crops(resize_short_side(to_clip(frames.data), plan.resolution), plan.resolution)[0]
     return Clip(video, frames.timestamps, frames.indices, frames.info)
 
 

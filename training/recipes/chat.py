@@ -47,6 +47,8 @@ class ChatSection(Strict):
     vision_lr_scale: float = Field(0.1, gt=0, le=1, description="with train_vision: the ViT's learning rate "
                                                                 "relative to the projector's and the LLM's")
     max_length: int = Field(2048, ge=16, description="token limit of a sample; later turns beyond it are dropped")
+    cache_clips: bool = Field(False, description="decode every sample's clip once and keep it in memory (uint8, "
+                                                 "T x S x S x 3 bytes a sample); the same batches, less CPU")
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
 
 
@@ -67,6 +69,9 @@ class ChatConfig(TrainConfig):
             raise ValueError("chat training takes the ViT from chat.vision; leave init_checkpoint unset")
         if any(b < 1 for b in self.chat.train_budgets):
             raise ValueError(f"chat.train_budgets must be positive token counts, got {list(self.chat.train_budgets)}")
+        if self.data.cache_frames:
+            raise ValueError("data.cache_frames draws frames at random, as Flux-UMT / FT / CLIP sample; the chat "
+                             "always samples the same frames: set chat.cache_clips: true instead")
         if self.chat.lora and self.chat.train_llm:
             raise ValueError("chat.lora and chat.train_llm exclude each other: train_llm already trains every "
                              "LLM weight")
@@ -221,6 +226,8 @@ def build_datasets(cfg: ChatConfig) -> ChatData:
         return InstructionDataset(source, read_instructions(source, cfg.data.root), tokenizer, sampling,
                                   video_token_id(tokenizer), count, section.system_prompt, section.max_length)
 
+    train, val = dataset(cfg.data.train), dataset(cfg.data.val) if cfg.data.val else None
+    if section.cache_clips:
+        train.cache_clips(cfg.data.num_workers)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return ChatData(dataset(cfg.data.train), dataset(cfg.data.val) if cfg.data.val else None,
-                    InstructionCollate(pad_id if pad_id is not None else 0))
+    return ChatData(train, val, InstructionCollate(pad_id if pad_id is not None else 0))
