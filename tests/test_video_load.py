@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from encoder import IMAGENET_MEAN, IMAGENET_STD, make_plan, get_config, plan
-from encoder.video import (MultiScaleCrop, RandAug, TrainAugment, load_clip, load_views, normalize,
+from encoder.video import (MultiScaleCrop, RandAug, TrainAugment, decode_clip, load_clip, load_views, normalize,
                            resize_short_side, spatial_crops)
 from tests.clips import frame_index, sample_video, write_clip, write_image
 
@@ -50,6 +50,14 @@ def test_load_clip_within_a_time_window(clip_path) -> None:
     assert clip.indices.tolist() == [45, 55, 65, 75]
     assert _indices_in(clip.video) == [45, 55, 65, 75]
     assert all(2.0 <= t < 4.0 for t in clip.timestamps)
+
+
+def test_decode_clip_is_load_clip_before_normalising(clip_path) -> None:
+    p = make_plan(TINY, 256, 4, 56)
+    raw, loaded = decode_clip(clip_path, p, start=2.0, end=4.0), load_clip(clip_path, p, start=2.0, end=4.0)
+    assert raw.video.shape == (4, 3, 56, 56) and raw.video.dtype == torch.uint8  # a quarter of the bytes
+    assert torch.equal(normalize(raw.video), loaded.video)
+    assert raw.indices.tolist() == loaded.indices.tolist() == [45, 55, 65, 75]
 
 
 def test_test_views_are_clips_by_crops(clip_path) -> None:

@@ -36,8 +36,7 @@ class Clip:
 
     ``video``: float32 ``[3, T, S, S]`` for one view (uint8 ``[T, 3, S, S]`` from :func:`decode_clip`), or
     ``[V, 3, T, S, S]`` for ``V = clips x crops`` views (view ``c * crops + k`` is temporal clip ``c``, spatial
-    crop ``k``). ``timestamps`` (seconds) and
-    ``indices``: ``[T]``, or ``[clips, T]`` for views.
+    crop ``k``). ``timestamps`` (seconds) and ``indices``: ``[T]``, or ``[clips, T]`` for views.
     """
 
     video: torch.Tensor
