@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
-from tqdm import tqdm
+from torch.utils.data import Dataset, get_worker_info
 from transformers import PreTrainedTokenizerBase
 
 from encoder.budget import Plan
 from encoder.video import SkippedVideo, VideoDecodeError, normalize
+from encoder.video.dataset import decode_once
 
 from .errors import ChatDataError
 from .prompt import IGNORE_INDEX, VideoContext, build_messages, encode_conversation
@@ -151,17 +151,12 @@ class InstructionDataset(Dataset):
     def cache_clips(self, workers: int = 0, progress: bool = True) -> None:
         """Decode every sample's clip once and keep it (uint8, ``T x S x S x 3`` bytes a sample): the sampling
         has no randomness, so each epoch would decode the same frames again. Items stay exactly the same."""
-        loader = DataLoader(_DecodeOnce(self.samples, self.plan), batch_size=None, num_workers=workers)
-        clips: list[tuple[torch.Tensor, VideoContext] | SkippedVideo] = []
-        for entry in tqdm(loader, total=len(self.samples), desc="decoding each chat clip once", unit="clip",
-                          disable=not progress, dynamic_ncols=True):
+        self._clips = decode_once(_DecodeOnce(self.samples, self.plan), workers, "decoding each chat clip once",
+                                  "clip", progress)
+        for entry in self._clips:
             if isinstance(entry, SkippedVideo):
                 sample = self.samples[entry.index]
                 log.warning("skipping %s (line %d of %s): %s", entry.path, sample.line, self.source, entry.reason)
-                clips.append(entry)
-            else:  # out of the worker's shared memory: thousands of shared tensors would exhaust file handles
-                clips.append((entry[0].clone(), entry[1]))
-        self._clips = clips
 
     @property
     def nbytes(self) -> int:

@@ -15,12 +15,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from encoder.video import (Annotation, SkippedVideo, TrainAugment, VideoDecodeError, is_image, read_frames,
                            sample_indices, window_frames)
-from encoder.video.dataset import dataset_item
+from encoder.video.dataset import dataset_item, decode_once
 from encoder.video.load import SamplingPlan
 from encoder.video.transforms import to_clip
 
@@ -67,15 +66,11 @@ class CachedClips(Dataset):
         self.augment = augment
         self.frames = frames
         decode = _DecodeOnce(self.items, frames, augment.decode_short_side(max_resolution))
-        loader = DataLoader(decode, batch_size=None, num_workers=workers)
-        self._cache: list[tuple[torch.Tensor, torch.Tensor] | SkippedVideo] = []
-        for entry in tqdm(loader, total=len(decode), desc=f"decoding {frames} frames per video once",
-                          unit="video", disable=not progress, dynamic_ncols=True):
+        self._cache: list[tuple[torch.Tensor, torch.Tensor] | SkippedVideo] = decode_once(
+            decode, workers, f"decoding {frames} frames per video once", "video", progress)
+        for entry in self._cache:
             if isinstance(entry, SkippedVideo):
                 log.warning("skipping %s (item %d): %s", entry.path, entry.index, entry.reason)
-                self._cache.append(entry)
-            else:  # out of the worker's shared memory: thousands of shared tensors would exhaust file handles
-                self._cache.append((entry[0].clone(), torch.as_tensor(entry[1]).clone()))
         self.skipped = [entry for entry in self._cache if isinstance(entry, SkippedVideo)]
 
     @property

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
+from tqdm import tqdm
 
 from ..budget import Plan
 from .annotations import Annotation
@@ -103,6 +104,19 @@ def dataset_item(item: Annotation, index: int, video: torch.Tensor, timestamps: 
         "path": item.path,
         "index": index,
     }
+
+
+def decode_once(dataset: Dataset, workers: int, desc: str, unit: str, progress: bool = True) -> list[Any]:
+    """Every item of ``dataset`` (index order) fetched by ``workers`` processes, with a progress bar: what the
+    training caches keep. Tensors are copied out of the workers' shared memory (thousands of shared tensors
+    would exhaust file handles); a :class:`SkippedVideo` is kept as it is, for the caller to report."""
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+    entries: list[Any] = []
+    for entry in tqdm(loader, total=len(dataset), desc=desc, unit=unit, disable=not progress, dynamic_ncols=True):
+        if isinstance(entry, (list, tuple)):  # the loader hands a worker's tuple back as a list
+            entry = tuple(part.clone() if isinstance(part, torch.Tensor) else part for part in entry)
+        entries.append(entry)
+    return entries
 
 
 def skip_bad_collate(items: list[dict[str, Any] | SkippedVideo]) -> dict[str, Any]:
