@@ -187,3 +187,14 @@ def write_frames(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
         container.mux(stream.encode(None))
     return path
+
+
+def write_garbage(path: str | Path, size: int, prefix: bytes = b"") -> Path:
+    """``prefix`` then ``size`` pseudo-random bytes from a fixed seed.
+
+    Fixed, because some draws of ``os.urandom`` parse as a container with a stray subtitle stream, which
+    changes the reason a decoder gives; tests that check the reason need the same bytes every run.
+    """
+    path = Path(path)
+    path.write_bytes(prefix + np.random.default_rng(size).bytes(size))
+    return path

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from tests.clips import write_frames
+from tests.clips import write_frames, write_garbage
 
 COLOURS = {"red": (230, 40, 40), "blue": (40, 40, 230)}
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_torchrun_runs_two_ddp_processes_from_the_same_command(library: Path, tm
     rows = [{**r, "path": str(library / r["path"])}
             for r in map(json.loads, (library / "train.jsonl").read_text().splitlines()[:3])]
     broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    write_garbage(broken, 2000, prefix=b"\x00\x00\x00\x18ftypmp42")
     train.write_text("".join(json.dumps(r) + "\n" for r in rows + [{"path": str(broken), "label": 1}]))
     config = write_config(tmp_path / "ddp.yaml", library, tmp_path / "ddp", max_steps=4, save_every=4,
                           distributed={"backend": "ddp"}, data={"train": str(train), "batch_size": 1})
@@ -143,7 +143,7 @@ def test_clip_trains_a_dual_encoder_that_retrieves_by_colour(library: Path, tmp_
 @pytest.mark.parametrize("cache_frames", [0, 4], ids=["decoded-per-batch", "frame-cache"])
 def test_corrupt_training_videos_are_skipped_and_reported(library: Path, tmp_path: Path, cache_frames: int) -> None:
     broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    write_garbage(broken, 2000, prefix=b"\x00\x00\x00\x18ftypmp42")
     train = tmp_path / "train.jsonl"
     rows = [json.loads(line) for line in (library / "train.jsonl").read_text().splitlines()][:7]
     rows = [{**r, "path": str(library / r["path"])} for r in rows] + [{"path": str(broken), "label": 0}]

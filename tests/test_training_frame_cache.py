@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
 from encoder import IMAGENET_MEAN, IMAGENET_STD, get_config, make_plan
 from encoder.video import Annotation, SkippedVideo, TrainAugment, sample_indices
-from tests.clips import frame_index, write_clip
+from tests.clips import frame_index, write_clip, write_garbage
 from training.frame_cache import CachedClips
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,7 +31,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> CachedClips:
     folder = tmp_path_factory.mktemp("cache")
     write_clip(folder / "long.mp4", 40, (96, 64), 20)
     write_clip(folder / "short.mp4", 6, (96, 64), 20)
-    (folder / "random.mp4").write_bytes(os.urandom(4000))
+    write_garbage(folder / "random.mp4", 4000)
     items = [Annotation(str(folder / "long.mp4"), 3, "a window", 0.5, 1.5), Annotation(str(folder / "random.mp4")),
              Annotation(str(folder / "short.mp4"), 1)]
     return CachedClips(items, TrainAugment(scales=(1.0,), flip=False), frames=8, max_resolution=56, workers=1,

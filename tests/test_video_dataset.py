@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 from encoder import IMAGENET_MEAN, IMAGENET_STD, get_config, make_plan
 from encoder.video import (Annotation, AnnotationError, FlexibleSampler, SkippedVideo, TrainAugment, VideoDataset,
                            VideoLoader, read_annotations, skip_bad_collate)
-from tests.clips import frame_index, write_audio_only, write_clip
+from tests.clips import frame_index, write_audio_only, write_clip, write_garbage
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,7 +25,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("dataset")
     for i in range(4):
         write_clip(folder / f"good{i}.mp4", 40 + 10 * i, (96, 64), 20)
-    (folder / "random.mp4").write_bytes(os.urandom(4000))
+    write_garbage(folder / "random.mp4", 4000)
     write_audio_only(folder / "audio.m4a")
     return folder
 

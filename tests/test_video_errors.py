@@ -12,7 +12,7 @@ import pytest
 
 from encoder.video import VideoDecodeError, load_clip, probe, read_frames
 from encoder import plan
-from tests.clips import write_audio_only, write_clip, write_image
+from tests.clips import write_audio_only, write_clip, write_garbage, write_image
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,11 +32,11 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]
     """name -> (file, a word the reason must contain)."""
     folder = tmp_path_factory.mktemp("bad")
     (folder / "zero.mp4").write_bytes(b"")
-    (folder / "random.mp4").write_bytes(os.urandom(20000))
+    write_garbage(folder / "random.mp4", 20000)
     (folder / "a_directory.mp4").mkdir()
     jpg = write_image(folder / "whole.jpg", size=(320, 240))
     (folder / "cut.jpg").write_bytes(jpg.read_bytes()[:300])
-    (folder / "random.png").write_bytes(os.urandom(3000))
+    write_garbage(folder / "random.png", 3000)
     return {
         "missing": (folder / "missing.mp4", "does not exist"),
         "zero_bytes": (folder / "zero.mp4", "empty file"),
