@@ -266,3 +266,16 @@ def test_the_training_engine_runs_checkpoints_and_resumes_the_recipe(toy_chat: T
     assert len(losses) == 6 and losses[-1] < losses[0]
     recipe.export(cfg.output_dir)
     assert read_projector_info(cfg.output_dir / "projector.safetensors").budget == BUDGET
+
+
+def test_the_train_chat_command_writes_the_file_the_docs_name(toy_chat: ToyChat, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    cfg = ChatConfig.model_validate({**chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train).model_dump(
+        mode="json"), "max_steps": 2, "output_dir": str(tmp_path / "run")})
+    result = CliRunner().invoke(app, ["chat", "--config", str(_yaml(tmp_path, cfg))])
+    assert result.exit_code == 0, result.output
+    assert read_projector_info(tmp_path / "run" / "projector.safetensors").budget == BUDGET
+    assert not (tmp_path / "run" / "projector").exists()

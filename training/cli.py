@@ -183,7 +183,7 @@ def train_chat(config: Path = typer.Option(..., help=CONFIG_HELP),
     """The chat projector (ViT and LLM frozen; optional LoRA), on JSONL instruction data."""
     from .recipes.chat import ChatConfig
 
-    _command(_config_or_exit(config, ChatConfig, set_), build_chat, "projector")
+    _command(_config_or_exit(config, ChatConfig, set_), build_chat, "projector.safetensors")
 
 
 eval_app = typer.Typer(help="Evaluate per token budget: accuracy or retrieval against tokens and GMACs.",
