@@ -26,6 +26,8 @@ from encoder.checkpoint import read_checkpoint, save_checkpoint
 from ..config import OptimConfig, Strict, TrainConfig
 from ..recipe import Recipe
 
+PROJECTOR_FILE = "projector.safetensors"  # what the export writes in a folder, and what the docs name
+
 
 class ChatSection(Strict):
     llm: str = Field(description="LLM folder saved by transformers (or a hub id on an online machine)")
@@ -180,7 +182,7 @@ class ChatRecipe(Recipe):
         ``train_vision``, the ViT as ``<name>-vision.pt``."""
         path = Path(path)
         if path.is_dir():
-            path = path / "projector.safetensors"
+            path = path / PROJECTOR_FILE
         section = self.cfg.chat
         lora = None
         llm = _source_name(section.llm)
