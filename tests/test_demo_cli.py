@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from app.demo.evaluate import EVAL_BUDGETS
 from app.demo.shipped import MODELS_DIR, QUALITY_BARS, read_manifest
 from app.demo.train import DemoTraining, chat_config, clip_config, ft_config
 from tests.test_training_cli import fluxvid
@@ -63,6 +64,7 @@ def test_demo_train_stage_configs_are_valid_recipe_configs(tmp_path: Path) -> No
     assert loaded["ft"].data.batch_size == loaded["chat"].data.batch_size == 8
     assert loaded["ft"].max_steps == knobs.ft_steps and loaded["chat"].chat.vision == str(tmp_path / "ft.pt")
     assert loaded["chat"].chat.budget in loaded["chat"].chat.train_budgets
+    assert set(loaded["chat"].chat.train_budgets) == set(EVAL_BUDGETS), "the one projector serves every budget"
     assert loaded["chat"].chat.cache_clips and loaded["chat"].data.cache_frames == 0
     uncached = chat_config(DemoTraining(cache_frames=0), world, tmp_path / "chat", tmp_path / "ft.pt", tmp_path / "llm")
     assert not uncached["chat"]["cache_clips"], "--cache-frames 0 decodes every batch in every stage"

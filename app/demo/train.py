@@ -66,7 +66,7 @@ class DemoTraining:
     test_clips: int = 120
     clip_steps: int = 1200
     ft_steps: int = 4000
-    chat_steps: int = 1500
+    chat_steps: int = 1000
     batch_size: int = 32
     workers: int = 2
     cache_frames: int = 16
@@ -116,14 +116,16 @@ def ft_config(knobs: DemoTraining, world: Path, run: Path, vision: Path) -> dict
 def chat_config(knobs: DemoTraining, world: Path, run: Path, vision: Path, llm: Path) -> dict[str, Any]:
     """Projector, LM and ViT together on every training conversation (all of a clip's questions, shuffled):
     a 0.6M-parameter ViT and an LM from scratch learn the questions end to end, not through frozen features.
-    Alternate batches keep 256 and 128 tokens of the same 8 frames, so the one projector serves both budgets.
+    Batches keep 128, 128, then 256 tokens of the same 8 frames, so the one projector serves both budgets and
+    the harder one (fewer tokens show shape and count less clearly) gets two turns in three: 1000 steps so
+    scored 0.824 / 0.848 at 128 / 256, against 0.784 / 0.818 with plain turns and 0.814 / 0.848 after 1500.
     With the frame cache on, each clip is decoded once (``chat.cache_clips``, about 1 GB for 6000 clips)."""
     config = _common(run, knobs.seed, knobs.chat_steps)
     del config["model_overrides"]  # the ViT comes with its config in the checkpoint
-    return {**config, "optim": {"lr": 1.0e-3, "min_lr": 1.0e-5, "weight_decay": 0.0, "warmup_steps": 50},
+    return {**config, "optim": {"lr": 2.0e-3, "min_lr": 1.0e-5, "weight_decay": 0.0, "warmup_steps": 50},
             "data": {"train": str(world / "train_chat.jsonl"), "root": str(world), "batch_size": knobs.batch_size,
                      "num_workers": knobs.workers},
-            "chat": {"llm": str(llm), "vision": str(vision), "budget": 256, "train_budgets": [256, 128],
+            "chat": {"llm": str(llm), "vision": str(vision), "budget": 256, "train_budgets": [128, 128, 256],
                      "projector": "mlp2", "tokens_per_frame": 9, "train_llm": True, "train_vision": True,
                      "max_length": 512, "cache_clips": knobs.cache_frames > 0}}
 
