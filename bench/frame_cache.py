@@ -71,9 +71,9 @@ def chat_rows(world: Path, batches: int, workers: int) -> list[dict]:
         began = time.perf_counter()
         data = build_datasets(ChatConfig.model_validate(config))
         build = time.perf_counter() - began
-        rate = chat_samples_per_second(data, batches, workers)
+        speed = chat_samples_per_second(data, batches, workers)
         rows.append({"input": "chat: " + ("clip cache" if cached else "decode every sample"),
-                     "samples/s": round(rate, 1), "build s": round(build, 1) if cached else "-",
+                     "samples/s": round(speed, 1), "build s": round(build, 1) if cached else "-",
                      "memory MB": round(data.train.nbytes / 2**20, 1) if cached else "-"})
     return rows
 

@@ -32,7 +32,7 @@ from encoder.video.dataset import decode_once
 
 from .errors import ChatDataError
 from .prompt import IGNORE_INDEX, VideoContext, build_messages, encode_conversation
-from .video import decode_clip, load_clip
+from .video import decode_clip
 
 log = logging.getLogger(__name__)
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant"}
@@ -113,6 +113,17 @@ def read_instructions(path: str | Path, root: str | Path | None = None) -> list[
     return samples
 
 
+def _decode_sample(samples: list[Instruction], plan: Plan, index: int, threads: int
+                   ) -> tuple[torch.Tensor, VideoContext] | SkippedVideo:
+    """Sample ``index``'s uint8 clip and its context, or why it cannot be had: the one decode of both the
+    per-item and the cached path."""
+    sample = samples[index]
+    try:
+        return decode_clip(sample.path, plan, sample.start, sample.end, threads=threads)
+    except VideoDecodeError as exc:
+        return SkippedVideo(index, sample.path, exc.reason)
+
+
 class _DecodeOnce(Dataset):
     """Worker side of :meth:`InstructionDataset.cache_clips`: sample ``i`` -> (uint8 clip, context) or why not."""
 
@@ -123,11 +134,7 @@ class _DecodeOnce(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, VideoContext] | SkippedVideo:
-        sample = self.samples[index]
-        try:
-            return decode_clip(sample.path, self.plan, sample.start, sample.end, threads=1)
-        except VideoDecodeError as exc:
-            return SkippedVideo(index, sample.path, exc.reason)
+        return _decode_sample(self.samples, self.plan, index, threads=1)
 
 
 class InstructionDataset(Dataset):
@@ -155,8 +162,11 @@ class InstructionDataset(Dataset):
                                   "clip", progress)
         for entry in self._clips:
             if isinstance(entry, SkippedVideo):
-                sample = self.samples[entry.index]
-                log.warning("skipping %s (line %d of %s): %s", entry.path, sample.line, self.source, entry.reason)
+                self._report(entry)
+
+    def _report(self, skipped: SkippedVideo) -> None:
+        sample = self.samples[skipped.index]
+        log.warning("skipping %s (line %d of %s): %s", skipped.path, sample.line, self.source, skipped.reason)
 
     @property
     def nbytes(self) -> int:
@@ -170,17 +180,14 @@ class InstructionDataset(Dataset):
         index = int(getattr(key, "index", key))
         sample = self.samples[index]
         if self._clips is not None:
-            cached = self._clips[index]
-            if isinstance(cached, SkippedVideo):
-                return cached
-            video, context = normalize(cached[0]), cached[1]
+            clip = self._clips[index]  # failures were reported when the cache was built
         else:
-            threads = 1 if get_worker_info() is not None else 0
-            try:
-                video, context = load_clip(sample.path, self.plan, sample.start, sample.end, threads=threads)
-            except VideoDecodeError as exc:
-                log.warning("skipping %s (line %d of %s): %s", sample.path, sample.line, self.source, exc.reason)
-                return SkippedVideo(index, sample.path, exc.reason)
+            clip = _decode_sample(self.samples, self.plan, index, threads=1 if get_worker_info() is not None else 0)
+            if isinstance(clip, SkippedVideo):
+                self._report(clip)
+        if isinstance(clip, SkippedVideo):
+            return clip
+        video, context = normalize(clip[0]), clip[1]
         turns = sample.turns
         while True:
             messages = build_messages(self.system_prompt, context, turns)
