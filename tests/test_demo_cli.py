@@ -63,6 +63,7 @@ def test_demo_train_stage_configs_are_valid_recipe_configs(tmp_path: Path) -> No
     assert loaded["clip"].data.cache_frames == loaded["ft"].data.cache_frames == 12
     assert loaded["ft"].data.batch_size == loaded["chat"].data.batch_size == 8
     assert loaded["ft"].max_steps == knobs.ft_steps and loaded["chat"].chat.vision == str(tmp_path / "ft.pt")
+    assert set(loaded["ft"].data.budgets) == set(loaded["clip"].data.budgets) == set(EVAL_BUDGETS)
     assert loaded["chat"].chat.budget in loaded["chat"].chat.train_budgets
     assert set(loaded["chat"].chat.train_budgets) == set(EVAL_BUDGETS), "the one projector serves every budget"
     assert loaded["chat"].chat.cache_clips and loaded["chat"].data.cache_frames == 0

@@ -77,6 +77,13 @@ def test_splits_render_on_demand_and_keep_what_exists(tmp_path: Path) -> None:
     generate_world(out, small, workers=1, progress=False)
     assert len(list((out / "train").glob("*.mp4"))) == 4 and set(load_world(out)) == {"train", "val", "test"}
     assert (out / "test" / "test_0000.mp4").stat().st_mtime_ns == stamp, "the test split is not rendered again"
+    train_stamp = (out / "train" / "train_0000.mp4").stat().st_mtime_ns
+    more_val = WorldConfig(train=4, val=5, test=3, seed=3)
+    generate_world(out, more_val, workers=1, progress=False)
+    assert len(read_annotations(out / "val_clips.jsonl")) == 5 and len(load_world(out)["val"]) == 5
+    assert json.loads((out / "world.json").read_text())["config"]["val"] == 5
+    assert (out / "train" / "train_0000.mp4").stat().st_mtime_ns == train_stamp, "only the changed split is redone"
+    assert (out / "test" / "test_0000.mp4").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="unknown split"):
         generate_world(out, small, splits=("dev",))
 

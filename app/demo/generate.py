@@ -62,32 +62,43 @@ def manifest_rows(spec: ClipSpec, path: str) -> list[dict[str, Any]]:
 
 def generate_world(out: str | Path, config: WorldConfig = WorldConfig(), workers: int | None = None,
                    progress: bool = True, splits: tuple[str, ...] = SPLITS) -> Path:
-    """Render ``splits`` of the world into ``out``; splits already rendered for the same config are kept (the
-    app's first start renders only the test split; training renders the rest when it needs them)."""
+    """Render ``splits`` of the world into ``out``; a split already rendered with the same clips is kept (the
+    app's first start renders only the test split; training renders the rest when it needs them). Each split
+    draws from its own stream, so a config that changes one split's size renders that split alone again."""
     out = Path(out)
     marker = out / "world.json"
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; the world has {list(SPLITS)}")
+    world = plan_world(config)
+    planned = json.loads(json.dumps({split: [c.to_dict() for c in clips] for split, clips in world.items()}))
     done: dict[str, list[dict[str, Any]]] = {}
     if marker.is_file():
-        data = json.loads(marker.read_text())
-        if data.get("config") == asdict(config):  # plain JSON values
-            done = data["clips"]
+        rendered = json.loads(marker.read_text()).get("clips", {})
+        done = {split: clips for split, clips in rendered.items() if planned.get(split) == clips}
     missing = [split for split in SPLITS if split in splits and split not in done]
-    if not missing:
-        return out
-    world = plan_world(config)
+    if missing:
+        _render(out, world, missing, workers, progress)
+        done.update({split: planned[split] for split in missing})
+    text = json.dumps({"config": asdict(config), "clips": {s: done[s] for s in SPLITS if s in done}})
+    if not marker.is_file() or marker.read_text() != text:
+        (out / "classes.json").write_text(json.dumps(list(ACTIONS), indent=1))
+        atomic_write(marker, lambda tmp: Path(tmp).write_text(text))  # last: a split it does not list is redone
+    return out
+
+
+def _render(out: Path, world: dict[str, list[ClipSpec]], splits: list[str], workers: int | None,
+            progress: bool) -> None:
+    """The clips of ``splits`` and their manifests, questions and conversations."""
     jobs = []
-    for split in missing:
+    for split in splits:
         (out / split).mkdir(parents=True, exist_ok=True)
         jobs += [(spec.to_dict(), str(out / split / f"{spec.name}.mp4")) for spec in world[split]]
-    workers = workers or max(1, (os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers or max(1, (os.cpu_count() or 1))) as pool:
         for _ in tqdm(pool.map(_render_one, jobs, chunksize=4), total=len(jobs), unit="clip", disable=not progress,
-                      desc=f"rendering the demo world ({', '.join(missing)})"):
+                      desc=f"rendering the demo world ({', '.join(splits)})"):
             pass
-    for split in missing:
+    for split in splits:
         rows, qa, chats = [], [], []
         for spec in world[split]:
             path = f"{split}/{spec.name}.mp4"
@@ -103,11 +114,6 @@ def generate_world(out: str | Path, config: WorldConfig = WorldConfig(), workers
         _write(out / f"{split}_actions.jsonl", [r for r in rows if "moments" not in r])
         _write(out / f"{split}_qa.jsonl", qa)
         _write(out / f"{split}_chat.jsonl", chats)
-        done[split] = [c.to_dict() for c in world[split]]
-    (out / "classes.json").write_text(json.dumps(list(ACTIONS), indent=1))
-    text = json.dumps({"config": asdict(config), "clips": {s: done[s] for s in SPLITS if s in done}})
-    atomic_write(marker, lambda tmp: Path(tmp).write_text(text))  # last: a split it does not list is redone
-    return out
 
 
 def _turns(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:

@@ -62,7 +62,7 @@ class DemoTraining:
 
     seed: int = 0
     train_clips: int = 6000
-    val_clips: int = 60
+    val_clips: int = 240  # Token Optimization picks by it: 60 clips told 4 and 8 frames apart by one clip
     test_clips: int = 120
     clip_steps: int = 1200
     ft_steps: int = 4000
