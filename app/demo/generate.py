@@ -71,19 +71,21 @@ def generate_world(out: str | Path, config: WorldConfig = WorldConfig(), workers
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; the world has {list(SPLITS)}")
     recorded = json.loads(marker.read_text()) if marker.is_file() else {}
-    if recorded.get("config") == asdict(config) and set(splits) <= set(recorded["clips"]):
+    rendered = recorded.get("clips", {})
+    if recorded.get("config") == asdict(config) and set(splits) <= set(rendered):
         return out  # a later start: nothing to plan (about a second for the default world)
     world = plan_world(config)
     planned = json.loads(json.dumps({split: [c.to_dict() for c in clips] for split, clips in world.items()}))
-    done = {split: clips for split, clips in recorded.get("clips", {}).items() if planned.get(split) == clips}
+    done = {split: clips for split, clips in rendered.items() if planned.get(split) == clips}
     missing = [split for split in SPLITS if split in splits and split not in done]
     if missing:
         _render(out, world, missing, workers, progress)
         done.update({split: planned[split] for split in missing})
-    text = json.dumps({"config": asdict(config), "clips": {s: done[s] for s in SPLITS if s in done}})
-    if not marker.is_file() or marker.read_text() != text:
+    record = {"config": asdict(config), "clips": {s: done[s] for s in SPLITS if s in done}}
+    if record != recorded:
         (out / "classes.json").write_text(json.dumps(list(ACTIONS), indent=1))
-        atomic_write(marker, lambda tmp: Path(tmp).write_text(text))  # last: a split it does not list is redone
+        # last: a split it does not list is redone
+        atomic_write(marker, lambda tmp: Path(tmp).write_text(json.dumps(record)))
     return out
 
 
