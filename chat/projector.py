@@ -23,6 +23,7 @@ from .errors import ProjectorError
 
 ProjectorKind = Literal["linear", "mlp2"]
 PROJECTOR_KINDS: tuple[str, ...] = ("linear", "mlp2")
+PROJECTOR_FILE = "projector.safetensors"  # the file name a projector gets in a folder
 _METADATA_KEY = "fluxvid_projector"
 
 

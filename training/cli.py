@@ -181,7 +181,9 @@ def train_clip(config: Path = typer.Option(..., help=CONFIG_HELP),
 def train_chat(config: Path = typer.Option(..., help=CONFIG_HELP),
                set_: list[str] = typer.Option([], "--set", help=SET_HELP)) -> None:
     """The chat projector (ViT and LLM frozen; optional LoRA), on JSONL instruction data."""
-    from .recipes.chat import PROJECTOR_FILE, ChatConfig
+    from chat.projector import PROJECTOR_FILE
+
+    from .recipes.chat import ChatConfig
 
     _command(_config_or_exit(config, ChatConfig, set_), build_chat, PROJECTOR_FILE)
 

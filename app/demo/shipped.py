@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from chat.projector import PROJECTOR_FILE
+
 MODELS_DIR = Path(__file__).parent / "models"
 DEMO_HOME = Path("runs/demo")  # the served world, library and index; training works under train/
 DUAL_ENCODER = "dual_encoder.pt"  # Flux-CLIP: search
 CLASSIFIER = "classifier.pt"  # Flux-FT: the 12 actions
-PROJECTOR = "projector.safetensors"  # chat projector; its ViT and LLM lie beside it, named relative to it
+PROJECTOR = PROJECTOR_FILE  # chat projector; its ViT and LLM lie beside it, named relative to it
 CHAT_VISION = "projector-vision.pt"  # the chat model's eyes: the Flux-CLIP ViT fine-tuned by chat training
 LLM = "projector-llm"  # the chat LM and its tokenizer
 MANIFEST = "demo_models.json"  # command, seed, recipe, steps, timings and test-split metrics

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from chat.data import InstructionCollate, InstructionDataset, read_instructions
 from chat.llm import add_lora, decoder_and_head, llm_dim, load_llm, load_tokenizer, video_token_id
-from chat.projector import Projector, ProjectorInfo, ProjectorKind, save_projector
+from chat.projector import PROJECTOR_FILE, Projector, ProjectorInfo, ProjectorKind, save_projector
 from chat.prompt import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, splice_video
 from chat.vision import VisionTower, check_tokens_per_frame, load_vision, video_token_count
 from encoder import FluxViTConfig, get_config, list_models, plan
@@ -25,8 +25,6 @@ from encoder.checkpoint import read_checkpoint, save_checkpoint
 
 from ..config import OptimConfig, Strict, TrainConfig
 from ..recipe import Recipe
-
-PROJECTOR_FILE = "projector.safetensors"  # what the export writes in a folder, and what the docs name
 
 
 class ChatSection(Strict):
