@@ -7,6 +7,8 @@ import torch
 
 from encoder import FluxViTConfig, create_model
 from encoder.config import SamplingGrid
+from encoder.layers import PatchEmbed
+from tests.release_reference import patch_embed as reference_patch_embed
 from tests.release_reference import release_forward
 
 SMALL = FluxViTConfig(
@@ -61,6 +63,25 @@ def test_selector_matches_release_definition(frames: int, ratio: float) -> None:
     with torch.no_grad():
         logits = model(video, keep_tokens=keep, head=1)
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_patch_norm_folded_into_the_projection_trains_like_the_flattened_patches() -> None:
+    """The folded Dual Patch Norm gives the release's tokens and the same gradients for its three weights."""
+    torch.manual_seed(0)
+    embed = PatchEmbed(patch_size=7, tubelet_size=2, in_chans=3, dim=16, use_dpn=True)
+    with torch.no_grad():
+        for param in embed.parameters():
+            param.add_(0.3 * torch.randn_like(param))
+    video = torch.randn(2, 3, 4, 21, 14)
+    tokens = embed(video)
+    expected = reference_patch_embed(dict(embed.named_parameters(prefix="patch_embed")), video, patch=7, tubelet=2)
+    torch.testing.assert_close(tokens.reshape(expected.shape), expected, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(expected)
+    params = list(embed.parameters())
+    ours = torch.autograd.grad(tokens.reshape(expected.shape), params, upstream)
+    theirs = torch.autograd.grad(expected, params, upstream)
+    for name, mine, ref in zip([n for n, _ in embed.named_parameters()], ours, theirs):
+        torch.testing.assert_close(mine, ref, atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_batch_of_one_equals_row_of_a_batch_and_odd_frames_work() -> None:
