@@ -110,6 +110,19 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> N
         assert a["loss"] == b["loss"] and a["lr"] == b["lr"], (a, b)
 
 
+def test_grad_clip_bounds_the_global_gradient_norm_the_optimizer_sees(tmp_path: Path) -> None:
+    """After one AdamW step its first moment is (1 - beta1) x the gradient, so its norm over every parameter
+    shows the norm the optimizer received: the clip value when clipping, far above it otherwise."""
+    norms = {}
+    for clip in (None, 1e-4):
+        cfg = ft_config(tmp_path / str(clip), max_steps=1, optim={"grad_clip": clip, "betas": [0.9, 0.95]})
+        trainer = run(cfg)
+        moments = [state["exp_avg"] for state in trainer.optimizer.state.values()]
+        norms[clip] = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(m) for m in moments])))
+    assert norms[1e-4] == pytest.approx(0.1 * 1e-4, rel=1e-3)
+    assert norms[None] > 100 * norms[1e-4]
+
+
 def test_sampler_positions_and_flexible_draws_are_deterministic() -> None:
     cfg = get_config("fluxvit_tiny_patch14")
     sampler = ResumableBatchSampler(20, 3, cfg, seed=5, flexible=True, frames=8, resolution=112)
