@@ -1,0 +1,113 @@
+"""Step time of each stage of ``fluxvid demo train``: where the demo's training minutes go.
+
+Builds each stage's recipe from the demo's own config (``app.demo.train``), then times whole optimizer steps
+(forward, backward, AdamW) on one batch of 32: Flux-CLIP and Flux-FT at 4 and 8 frames of 84 px (their
+flexible batches draw both), and the chat on 32 real conversations of a small rendered world, with the shipped
+LM. Pixels are random for the ViT stages: the step's cost does not depend on them. Reports the median and the
+fastest of ``--steps`` timed steps after two warm-up steps, and the stage's steps per minute at the median.
+
+    python bench/train_step.py                 # about two minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.demo.generate import generate_world  # noqa: E402
+from app.demo.shipped import CHAT_VISION, LLM, MODELS_DIR  # noqa: E402
+from app.demo.train import DemoTraining, chat_config, clip_config, ft_config  # noqa: E402
+from app.demo.world import ACTIONS, WorldConfig  # noqa: E402
+from bench.report import save_table  # noqa: E402
+from training.recipes.chat import ChatConfig, build_datasets  # noqa: E402
+from training.recipes.chat import build_recipe as build_chat  # noqa: E402
+from training.recipes.clip import ClipConfig, ClipRecipe  # noqa: E402
+from training.recipes.ft import FTConfig, FTRecipe  # noqa: E402
+
+BATCH = 32
+
+
+def time_steps(recipe: torch.nn.Module, batch: dict[str, Any], steps: int) -> list[float]:
+    """Seconds per optimizer step, after two warm-up steps (allocator and kernel selection)."""
+    recipe.train()
+    optimizer = torch.optim.AdamW([p for p in recipe.parameters() if p.requires_grad], lr=1e-5)
+    times = []
+    for i in range(steps + 2):
+        began = time.perf_counter()
+        loss, _ = recipe(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i >= 2:
+            times.append(time.perf_counter() - began)
+    return sorted(times)
+
+
+def row(stage: str, times: list[float]) -> dict[str, Any]:
+    median = times[len(times) // 2]
+    return {"stage": stage, "median s": round(median, 3), "fastest s": round(times[0], 3),
+            "steps / min": round(60 / median, 1)}
+
+
+def vit_rows(world: Path, steps: int) -> list[dict[str, Any]]:
+    """Flux-CLIP and Flux-FT from their demo configs (from scratch: a step costs the same from any start)."""
+    knobs = DemoTraining()
+    ft = ft_config(knobs, world, world / "ft", world / "unused.pt")
+    ft["init_checkpoint"] = None
+    recipes: dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], dict[str, Any]]]] = {
+        "Flux-CLIP": (ClipRecipe(ClipConfig(**clip_config(knobs, world, world / "clip"))),
+                      lambda video: {"video": video, "text": captions(world)}),
+        "Flux-FT": (FTRecipe(FTConfig(**ft), list(ACTIONS)),
+                    lambda video: {"video": video, "label": torch.arange(BATCH) % len(ACTIONS)}),
+    }
+    rows = []
+    for name, (recipe, batch) in recipes.items():
+        for frames in (4, 8):
+            video = torch.rand(BATCH, 3, frames, 84, 84, generator=torch.Generator().manual_seed(0))
+            rows.append(row(f"{name}, {frames} frames", time_steps(recipe, batch(video), steps)))
+    return rows
+
+
+def captions(world: Path) -> list[str]:
+    """The first captions of the rendered world's training clips, so the text tower sees real lengths."""
+    lines = (world / "train.jsonl").read_text().splitlines()
+    return [json.loads(line)["caption"] for line in lines[:BATCH]]
+
+
+def chat_row(world: Path, steps: int) -> dict[str, Any]:
+    """The demo chat stage's config on the shipped LM and chat ViT; steps keep 128, 128, then 256 tokens in turn,
+    as in training."""
+    config = chat_config(DemoTraining(), world, world / "chat", MODELS_DIR / CHAT_VISION, MODELS_DIR / LLM)
+    config["chat"]["cache_clips"] = False
+    cfg = ChatConfig.model_validate(config)
+    data = build_datasets(cfg)
+    batch = data.collate([data.train[i] for i in range(BATCH)])
+    return row("chat, 8 frames", time_steps(build_chat(cfg), batch, steps))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per row")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        world = generate_world(Path(tmp) / "world", WorldConfig(train=BATCH, val=2, test=2, seed=0),
+                               splits=("train",))
+        rows = [*vit_rows(world, args.steps), chat_row(world, args.steps)]
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    save_table("train_step", machine, ["stage", "median s", "fastest s", "steps / min"], rows,
+               note=f"batch {BATCH}, the demo's stage configs, {args.steps} timed steps after 2 warm-up steps")
+
+
+if __name__ == "__main__":
+    main()
