@@ -12,13 +12,12 @@ fastest of ``--steps`` timed steps after two warm-up steps, and the stage's step
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -29,26 +28,28 @@ from app.demo.shipped import CHAT_VISION, LLM, MODELS_DIR  # noqa: E402
 from app.demo.train import DemoTraining, chat_config, clip_config, ft_config  # noqa: E402
 from app.demo.world import ACTIONS, WorldConfig  # noqa: E402
 from bench.report import save_table  # noqa: E402
+from encoder.video import read_annotations  # noqa: E402
 from training.recipes.chat import ChatConfig, build_datasets  # noqa: E402
 from training.recipes.chat import build_recipe as build_chat  # noqa: E402
 from training.recipes.clip import ClipConfig, ClipRecipe  # noqa: E402
 from training.recipes.ft import FTConfig, FTRecipe  # noqa: E402
 
 BATCH = 32
+WARMUP = 2  # untimed steps first: allocator and kernel selection
 
 
 def time_steps(recipe: torch.nn.Module, batch: dict[str, Any], steps: int) -> list[float]:
-    """Seconds per optimizer step, after two warm-up steps (allocator and kernel selection)."""
+    """Seconds per optimizer step, after ``WARMUP`` untimed steps, sorted."""
     recipe.train()
     optimizer = torch.optim.AdamW([p for p in recipe.parameters() if p.requires_grad], lr=1e-5)
     times = []
-    for i in range(steps + 2):
+    for i in range(steps + WARMUP):
         began = time.perf_counter()
         loss, _ = recipe(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if i >= 2:
+        if i >= WARMUP:
             times.append(time.perf_counter() - began)
     return sorted(times)
 
@@ -60,28 +61,20 @@ def row(stage: str, times: list[float]) -> dict[str, Any]:
 
 
 def vit_rows(world: Path, steps: int) -> list[dict[str, Any]]:
-    """Flux-CLIP and Flux-FT from their demo configs (from scratch: a step costs the same from any start)."""
+    """Flux-CLIP and Flux-FT from their demo configs (from scratch: a step costs the same from any start). Flux-CLIP
+    gets the rendered clips' captions, so the text tower sees real lengths."""
     knobs = DemoTraining()
     ft = ft_config(knobs, world, world / "ft", world / "unused.pt")
     ft["init_checkpoint"] = None
-    recipes: dict[str, tuple[torch.nn.Module, Callable[[torch.Tensor], dict[str, Any]]]] = {
-        "Flux-CLIP": (ClipRecipe(ClipConfig(**clip_config(knobs, world, world / "clip"))),
-                      lambda video: {"video": video, "text": captions(world)}),
-        "Flux-FT": (FTRecipe(FTConfig(**ft), list(ACTIONS)),
-                    lambda video: {"video": video, "label": torch.arange(BATCH) % len(ACTIONS)}),
-    }
+    captions = [item.caption for item in read_annotations(world / "train.jsonl", world)][:BATCH]
+    stages = [("Flux-CLIP", ClipRecipe(ClipConfig(**clip_config(knobs, world, world / "clip"))), {"text": captions}),
+              ("Flux-FT", FTRecipe(FTConfig(**ft), list(ACTIONS)), {"label": torch.arange(BATCH) % len(ACTIONS)})]
     rows = []
-    for name, (recipe, batch) in recipes.items():
+    for name, recipe, targets in stages:
         for frames in (4, 8):
             video = torch.rand(BATCH, 3, frames, 84, 84, generator=torch.Generator().manual_seed(0))
-            rows.append(row(f"{name}, {frames} frames", time_steps(recipe, batch(video), steps)))
+            rows.append(row(f"{name}, {frames} frames", time_steps(recipe, {"video": video, **targets}, steps)))
     return rows
-
-
-def captions(world: Path) -> list[str]:
-    """The first captions of the rendered world's training clips, so the text tower sees real lengths."""
-    lines = (world / "train.jsonl").read_text().splitlines()
-    return [json.loads(line)["caption"] for line in lines[:BATCH]]
 
 
 def chat_row(world: Path, steps: int) -> dict[str, Any]:
@@ -106,7 +99,7 @@ def main() -> None:
         rows = [*vit_rows(world, args.steps), chat_row(world, args.steps)]
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     save_table("train_step", machine, ["stage", "median s", "fastest s", "steps / min"], rows,
-               note=f"batch {BATCH}, the demo's stage configs, {args.steps} timed steps after 2 warm-up steps")
+               note=f"batch {BATCH}, the demo's stage configs, {args.steps} timed steps after {WARMUP} warm-up steps")
 
 
 if __name__ == "__main__":
