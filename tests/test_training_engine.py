@@ -123,6 +123,25 @@ def test_grad_clip_bounds_the_global_gradient_norm_the_optimizer_sees(tmp_path: 
     assert norms[None] > 100 * norms[1e-4]
 
 
+def test_deterministic_runs_of_one_config_train_bit_identical_weights(tmp_path: Path) -> None:
+    """Two threads at least, or the default kernels would agree too (with them these runs differ); the
+    caller's kernel setting comes back after the run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 2))
+    try:
+        weights = []
+        for name in ("a", "b"):
+            cfg = ft_config(tmp_path / name, max_steps=8, deterministic=True, data={"num_workers": 2})
+            torch.manual_seed(0)
+            weights.append(run(cfg).recipe.model.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert weights[0].keys() == weights[1].keys()
+    differing = [key for key in weights[0] if not torch.equal(weights[0][key], weights[1][key])]
+    assert not differing
+
+
 def test_sampler_positions_and_flexible_draws_are_deterministic() -> None:
     cfg = get_config("fluxvit_tiny_patch14")
     sampler = ResumableBatchSampler(20, 3, cfg, seed=5, flexible=True, frames=8, resolution=112)

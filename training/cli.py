@@ -125,7 +125,7 @@ def build_chat(cfg: Any) -> Built:
 def run_training(cfg: TrainConfig, build: Callable[[TrainConfig], Built], export_name: str) -> Path:
     """Train (resuming from the run's newest checkpoint) and export; the path of the exported artifact."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    torch.manual_seed(cfg.seed)  # the config's seed fixes the initial weights too: a run is reproducible
+    torch.manual_seed(cfg.seed)  # the config's seed fixes the initial weights too (reruns: ``deterministic``)
     recipe, dataset, collate = build(cfg)
     trainer = Trainer(cfg, recipe, dataset, collate)
     state = trainer.fit()

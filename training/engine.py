@@ -14,11 +14,11 @@ import random
 import shutil
 import socket
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,6 +37,23 @@ from .recipe import Recipe
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
+
+
+@contextmanager
+def deterministic_kernels(enabled: bool) -> Iterator[None]:
+    """torch's deterministic kernels while a run trains, then the caller's setting back. With the default ones,
+    one backward pass run twice gives gradients of the positional embedding that differ by about 1e-9 on a CPU
+    with two threads, and training amplifies that into different models."""
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
+    torch.use_deterministic_algorithms(True, warn_only=True)  # a kernel without a deterministic version warns
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
 @dataclass
@@ -316,6 +333,10 @@ class Trainer:
 
     def fit(self) -> TrainState:
         """Train to ``max_steps`` / ``epochs``, resuming first if the output folder has a checkpoint."""
+        with deterministic_kernels(self.cfg.deterministic):
+            return self._fit()
+
+    def _fit(self) -> TrainState:
         self.out.mkdir(parents=True, exist_ok=True)
         self.resume()
         writer = None
