@@ -7,6 +7,7 @@ LM. Pixels are random for the ViT stages: the step's cost does not depend on the
 fastest of ``--steps`` timed steps after two warm-up steps, and the stage's steps per minute at the median.
 
     python bench/train_step.py                 # about two minutes on 2 cores
+    python bench/train_step.py --device cuda   # bf16 autocast, as the engine's ``precision: auto`` on a GPU
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import platform
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from app.demo.train import DemoTraining, chat_config, clip_config, ft_config  # 
 from app.demo.world import ACTIONS, WorldConfig  # noqa: E402
 from bench.report import save_table  # noqa: E402
 from encoder.video import read_annotations  # noqa: E402
+from training.engine import to_device  # noqa: E402
 from training.recipes.chat import ChatConfig, build_datasets  # noqa: E402
 from training.recipes.chat import build_recipe as build_chat  # noqa: E402
 from training.recipes.clip import ClipConfig, ClipRecipe  # noqa: E402
@@ -38,17 +41,23 @@ BATCH = 32
 WARMUP = 2  # untimed steps first: allocator and kernel selection
 
 
-def time_steps(recipe: torch.nn.Module, batch: dict[str, Any], steps: int) -> list[float]:
-    """Seconds per optimizer step, after ``WARMUP`` untimed steps, sorted."""
-    recipe.train()
+def time_steps(recipe: torch.nn.Module, batch: dict[str, Any], steps: int, device: torch.device) -> list[float]:
+    """Seconds per optimizer step, after ``WARMUP`` untimed steps, sorted. On CUDA the step runs under bf16
+    autocast and each timing ends with a synchronize, so it counts the kernels and not just their launch."""
+    recipe.train().to(device)
+    batch = to_device(batch, device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     optimizer = torch.optim.AdamW([p for p in recipe.parameters() if p.requires_grad], lr=1e-5)
     times = []
     for i in range(steps + WARMUP):
         began = time.perf_counter()
-        loss, _ = recipe(batch)
+        with autocast:
+            loss, _ = recipe(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         if i >= WARMUP:
             times.append(time.perf_counter() - began)
     return sorted(times)
@@ -60,7 +69,7 @@ def row(stage: str, times: list[float]) -> dict[str, Any]:
             "steps / min": round(60 / median, 1)}
 
 
-def vit_rows(world: Path, steps: int) -> list[dict[str, Any]]:
+def vit_rows(world: Path, steps: int, device: torch.device) -> list[dict[str, Any]]:
     """Flux-CLIP and Flux-FT from their demo configs (from scratch: a step costs the same from any start). Flux-CLIP
     gets the rendered clips' captions, so the text tower sees real lengths."""
     knobs = DemoTraining()
@@ -73,11 +82,12 @@ def vit_rows(world: Path, steps: int) -> list[dict[str, Any]]:
     for name, recipe, targets in stages:
         for frames in (4, 8):
             video = torch.rand(BATCH, 3, frames, 84, 84, generator=torch.Generator().manual_seed(0))
-            rows.append(row(f"{name}, {frames} frames", time_steps(recipe, {"video": video, **targets}, steps)))
+            times = time_steps(recipe, {"video": video, **targets}, steps, device)
+            rows.append(row(f"{name}, {frames} frames", times))
     return rows
 
 
-def chat_row(world: Path, steps: int) -> dict[str, Any]:
+def chat_row(world: Path, steps: int, device: torch.device) -> dict[str, Any]:
     """The demo chat stage's config on the shipped LM and chat ViT; steps keep 128, 128, then 256 tokens in turn,
     as in training."""
     config = chat_config(DemoTraining(), world, world / "chat", MODELS_DIR / CHAT_VISION, MODELS_DIR / LLM)
@@ -85,20 +95,27 @@ def chat_row(world: Path, steps: int) -> dict[str, Any]:
     cfg = ChatConfig.model_validate(config)
     data = build_datasets(cfg)
     batch = data.collate([data.train[i] for i in range(BATCH)])
-    return row("chat, 8 frames", time_steps(build_chat(cfg), batch, steps))
+    return row("chat, 8 frames", time_steps(build_chat(cfg), batch, steps, device))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per row")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--name", default="train_step", help="results file: bench/results/NAME.{md,json}")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    device = torch.device(args.device)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         world = generate_world(Path(tmp) / "world", WorldConfig(train=BATCH, val=2, test=2, seed=0),
                                splits=("train",))
-        rows = [*vit_rows(world, args.steps), chat_row(world, args.steps)]
+        rows = [*vit_rows(world, args.steps, device), chat_row(world, args.steps, device)]
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    save_table("train_step", machine, ["stage", "median s", "fastest s", "steps / min"], rows,
+    if device.type == "cuda":
+        machine += f", {torch.cuda.get_device_name()} (bf16 autocast)"
+    save_table(args.name, machine, ["stage", "median s", "fastest s", "steps / min"], rows,
                note=f"batch {BATCH}, the demo's stage configs, {args.steps} timed steps after {WARMUP} warm-up steps")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -25,20 +28,30 @@ def sincos_3d(dim: int, frames: int, side: int) -> torch.Tensor:
     return table.reshape(frames * side * side, dim).float()
 
 
+@functools.lru_cache(maxsize=64)
+def _interpolation_matrix(source: tuple[int, ...], target: tuple[int, ...]) -> torch.Tensor:
+    """``[prod(target), prod(source)]`` float64: the map that torch's linear (1-D) or bicubic (2-D) interpolation,
+    align_corners False, applies to a grid of ``source`` points, read off by interpolating each basis grid."""
+    count = math.prod(source)
+    basis = torch.eye(count, dtype=torch.float64).reshape(count, 1, *source)
+    mode = "linear" if len(source) == 1 else "bicubic"
+    return F.interpolate(basis, size=target, mode=mode, align_corners=False).reshape(count, -1).T.contiguous()
+
+
 def resize_grid(grid: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
     """Resize a positional grid ``[T0, H0, W0, C]`` to ``[frames, height, width, C]``.
 
     Linear in time, then bicubic in space (align_corners False), as the released model does; a dimension
-    that already has the target size is left untouched. Interpolation runs in float32.
+    that already has the target size is left untouched. Interpolation runs in float32, as matrix products
+    with the interpolation's own weights: the same values as ``F.interpolate``, but a backward pass that is
+    deterministic on CUDA too (upsampling's backward kernels accumulate with atomics there).
     """
     t0, h0, w0, dim = grid.shape
     out = grid.float()
     if t0 != frames:
-        seq = out.permute(1, 2, 3, 0).reshape(h0 * w0, dim, t0)
-        seq = F.interpolate(seq, size=frames, mode="linear", align_corners=False)
-        out = seq.reshape(h0, w0, dim, frames).permute(3, 0, 1, 2)
+        weights = _interpolation_matrix((t0,), (frames,)).to(out.device, torch.float32)
+        out = (weights @ out.reshape(t0, -1)).reshape(frames, h0, w0, dim)
     if (h0, w0) != (height, width):
-        planes = out.permute(0, 3, 1, 2)
-        planes = F.interpolate(planes, size=(height, width), mode="bicubic", align_corners=False)
-        out = planes.permute(0, 2, 3, 1)
+        weights = _interpolation_matrix((h0, w0), (height, width)).to(out.device, torch.float32)
+        out = (weights @ out.reshape(frames, h0 * w0, dim)).reshape(frames, height, width, dim)
     return out.to(grid.dtype)

@@ -260,12 +260,35 @@ def test_the_training_engine_runs_checkpoints_and_resumes_the_recipe(toy_chat: T
     recipe = build_recipe(cfg)
     trainer = Trainer(cfg, recipe, data.train, data.collate)
     assert trainer.resume() and trainer.state.step == 4
-    torch.testing.assert_close(recipe.projector.net.weight, stored["recipe"]["projector.net.weight"])
+    torch.testing.assert_close(recipe.projector.net.weight.cpu(), stored["recipe"]["projector.net.weight"])
     trainer.fit()
     losses = [json.loads(line)["loss"] for line in (cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 6 and losses[-1] < losses[0]
     recipe.export(cfg.output_dir)
     assert read_projector_info(cfg.output_dir / "projector.safetensors").budget == BUDGET
+
+
+@pytest.mark.gpu
+def test_deterministic_cuda_runs_train_bit_identical_projectors(toy_chat: ToyChat, tmp_path: Path) -> None:
+    """On CUDA in bf16 every kernel of the step (the LM's too) must have a deterministic version, or the run
+    stops. (On CPU these runs agree even without the setting, so the check belongs to a GPU.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        weights = []
+        for name in ("a", "b"):
+            base = chat_config(tmp_path / name, toy_chat.llm, toy_chat.vit, toy_chat.train).model_dump(mode="json")
+            base.update(max_steps=4, epochs=10, log_every=1, deterministic=True)
+            cfg = ChatConfig.model_validate(base)
+            data = build_datasets(cfg)
+            torch.manual_seed(0)
+            recipe = build_recipe(cfg)
+            Trainer(cfg, recipe, data.train, data.collate).fit()
+            weights.append({k: v.detach().cpu().clone() for k, v in recipe.trainable_state_dict().items()})
+    finally:
+        torch.set_num_threads(threads)
+    assert weights[0].keys() == weights[1].keys() and weights[0]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_the_train_chat_command_writes_the_file_the_docs_name(toy_chat: ToyChat, tmp_path: Path) -> None:

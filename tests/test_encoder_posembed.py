@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from encoder import create_model
 from encoder.posembed import resize_grid, sincos_3d
@@ -58,3 +59,26 @@ def test_model_positional_embedding_applies_gpe_before_resizing() -> None:
     torch.testing.assert_close(pos[1:], raw[1:] * 2.0 + 0.5)
     torch.testing.assert_close(pos[0], raw[0], msg="the CLS row is kept as is")
     assert model.positional_embedding(5, 3, 7).shape == (1 + 5 * 3 * 7, 96)
+
+
+def _interpolate(grid: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+    """The resize written with torch's upsampling kernels, as the released code does it."""
+    t0, h0, w0, dim = grid.shape
+    seq = grid.permute(1, 2, 3, 0).reshape(h0 * w0, dim, t0)
+    seq = F.interpolate(seq, size=frames, mode="linear", align_corners=False)
+    planes = seq.reshape(h0, w0, dim, frames).permute(3, 2, 0, 1)
+    planes = F.interpolate(planes, size=(height, width), mode="bicubic", align_corners=False)
+    return planes.permute(0, 2, 3, 1)
+
+
+def test_resize_matches_torch_upsampling_values_and_gradients() -> None:
+    """Up and down in every dimension, non-square too: same values and same gradient as F.interpolate."""
+    for source, target in [((4, 6, 6), (8, 16, 16)), ((8, 16, 16), (4, 6, 6)), ((2, 14, 14), (5, 8, 12))]:
+        grid = torch.randn(*source, 8, dtype=torch.float64)
+        upstream = torch.randn(*target, 8, dtype=torch.float64)
+        ours, theirs = grid.clone().requires_grad_(), grid.clone().requires_grad_()
+        got, expected = resize_grid(ours.float(), *target), _interpolate(theirs, *target)
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+        (got.double() * upstream).sum().backward()
+        (expected * upstream).sum().backward()
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)

@@ -13,6 +13,7 @@ from encoder.video import Annotation, VideoDataset
 from retrieval.dual_encoder import DualEncoder
 from tests.clips import write_clip, write_image
 from training.data import SampleKey, TrainingClips, captioned_collate
+from training.engine import Trainer
 from training.recipes.clip import CLIP_BUDGETS, ClipConfig, build_recipe
 
 TINY_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
@@ -132,3 +133,33 @@ def test_clips_and_images_share_a_batch_and_its_negatives(tmp_path: Path) -> Non
     # per count: the two clips keep the count (+ CLS), the image keeps its whole 4 x 4 pool
     assert seen == [(2, 65), (1, 17), (2, 33), (1, 17), (2, 17), (1, 17)]
 
+
+
+class CaptionedNoise(torch.utils.data.Dataset):
+    """Random clips with the test captions, drawn at the key's sampling."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        gen = torch.Generator().manual_seed(key.seed)
+        video = torch.randn(3, key.frames, key.resolution, key.resolution, generator=gen)
+        return {"video": video, "caption": CAPTIONS[key.index % len(CAPTIONS)], "path": f"noise{key.index}.mp4"}
+
+
+@pytest.mark.gpu
+def test_deterministic_cuda_runs_train_bit_identical_dual_encoders(tmp_path: Path) -> None:
+    """On CUDA in bf16, the text tower's kernels too must have deterministic versions, or the run stops."""
+    weights = []
+    for name in ("a", "b"):
+        base = clip_config(tmp_path / name, stage=2).model_dump(mode="json")
+        base.update(max_steps=4, epochs=10, log_every=1, deterministic=True, tensorboard=False)
+        base["data"].update(batch_size=4, num_workers=0)
+        cfg = ClipConfig.model_validate(base)
+        torch.manual_seed(0)
+        recipe = build_recipe(cfg)
+        trainer = Trainer(cfg, recipe, CaptionedNoise(), captioned_collate)
+        trainer.fit()
+        assert trainer.ctx.device.type == "cuda"
+        weights.append({k: v.detach().cpu().clone() for k, v in recipe.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from encoder import get_config, load_model
 from training.config import ConfigError, load_config
 from training.data import ResumableBatchSampler, SampleKey
 from training.engine import Trainer, checkpoint_files
-from training.recipes.ft import FTConfig, build_recipe
+from training.recipes.ft import FTConfig, FTRecipe, build_recipe
 
 
 class SlidingSquares(Dataset):
@@ -93,6 +94,28 @@ def test_flux_ft_learns_and_exports_a_classifier(tmp_path: Path) -> None:
     assert (predictions == batch["label"]).float().mean() >= 0.75
 
 
+@pytest.mark.gpu
+def test_cuda_run_trains_in_bf16_and_exports_a_classifier_that_classifies_on_cpu(tmp_path: Path) -> None:
+    """``precision: auto`` means bf16 autocast on a GPU; the exported file is read on a machine without one."""
+    cfg = ft_config(tmp_path, max_steps=60, data={"num_workers": 2})
+    trainer = run(cfg)
+    assert trainer.ctx.device.type == "cuda" and trainer.precision == "bf16"
+    log = metrics(cfg.output_dir)
+    first, last = sum(r["loss"] for r in log[:5]) / 5, sum(r["loss"] for r in log[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    trainer.recipe.export(str(tmp_path / "final.pt"))
+    model, _ = load_model(tmp_path / "final.pt")
+    assert next(model.parameters()).device.type == "cpu"
+    test = SlidingSquares(8)
+    batch = collate([test[SampleKey(i, 8, 56, 1000 + i)] for i in range(8)])
+    with torch.no_grad():
+        on_cpu = model(batch["video"], keep_tokens=128)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            on_gpu = model.cuda()(batch["video"].cuda(), keep_tokens=128).float().cpu()
+    assert (on_cpu.argmax(-1) == batch["label"]).float().mean() >= 0.75
+    assert torch.equal(on_cpu.argmax(-1), on_gpu.argmax(-1))
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = ft_config(tmp_path / "a", max_steps=6, data={"num_workers": 2},
                          ft={"mixup_alpha": 0.8, "cutmix_alpha": 1.0})
@@ -125,7 +148,7 @@ def test_grad_clip_bounds_the_global_gradient_norm_the_optimizer_sees(tmp_path: 
 
 def test_deterministic_runs_of_one_config_train_bit_identical_weights(tmp_path: Path) -> None:
     """Two threads at least, or the default kernels would agree too (with them these runs differ); the
-    caller's kernel setting comes back after the run."""
+    caller's kernel setting comes back after the run. On a GPU machine the runs train on CUDA in bf16."""
     threads = torch.get_num_threads()
     torch.set_num_threads(max(threads, 2))
     try:
@@ -140,6 +163,34 @@ def test_deterministic_runs_of_one_config_train_bit_identical_weights(tmp_path: 
     assert weights[0].keys() == weights[1].keys()
     differing = [key for key in weights[0] if not torch.equal(weights[0][key], weights[1][key])]
     assert not differing
+
+
+class UndeterministicFT(FTRecipe):
+    """Flux-FT that also runs a kernel with no deterministic version. Every CPU kernel this project uses has one,
+    so on CPU it raises what torch raises from such a kernel while deterministic algorithms are on; on CUDA it
+    runs a real one: bicubic upsampling, whose backward accumulates with atomics."""
+
+    def forward(self, batch: dict) -> tuple:
+        if batch["video"].device.type == "cuda":
+            loss, metrics = super().forward(batch)
+            upsampled = F.interpolate(self.model.pos_embed[None], scale_factor=2.0, mode="bicubic")
+            return loss + 0.0 * upsampled.float().mean(), metrics
+        if torch.are_deterministic_algorithms_enabled():
+            raise RuntimeError("scatter_kernel_for_the_test does not have a deterministic implementation, but you "
+                               "set 'torch.use_deterministic_algorithms(True)'.")
+        return super().forward(batch)
+
+
+def test_a_kernel_without_a_deterministic_version_stops_a_deterministic_run_naming_it(tmp_path: Path) -> None:
+    cfg = ft_config(tmp_path, max_steps=2, deterministic=True)
+    trainer = Trainer(cfg, UndeterministicFT(cfg, ["red", "blue"]), SlidingSquares(16), collate)
+    kernel = "upsample_bicubic2d_backward_out_cuda" if torch.cuda.is_available() else "scatter_kernel_for_the_test"
+    with pytest.raises(ConfigError, match=f"deterministic: true, but {kernel} has no deterministic kernel"):
+        trainer.fit()
+    assert not torch.are_deterministic_algorithms_enabled()
+    off = ft_config(tmp_path / "off", max_steps=2)
+    Trainer(off, UndeterministicFT(off, ["red", "blue"]), SlidingSquares(16), collate).fit()
+    assert len(metrics(off.output_dir)) == 2
 
 
 def test_sampler_positions_and_flexible_draws_are_deterministic() -> None:

@@ -40,18 +40,26 @@ CHECKPOINTS = "checkpoints"
 
 
 @contextmanager
-def deterministic_kernels(enabled: bool) -> Iterator[None]:
+def deterministic_kernels(enabled: bool, device: torch.device) -> Iterator[None]:
     """torch's deterministic kernels while a run trains, then the caller's setting back. With the default ones,
     one backward pass run twice gives gradients of the positional embedding that differ by about 1e-9 on a CPU
-    with two threads, and training amplifies that into different models."""
+    with two threads, and training amplifies that into different models. Strict: a kernel with no deterministic
+    version stops the run with a ConfigError naming it (only warning would let runs differ while claiming not
+    to; with a warning, cuDNN's attention backward also keeps its non-deterministic algorithm)."""
     if not enabled:
         yield
         return
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what cuBLAS needs to be deterministic
-    torch.use_deterministic_algorithms(True, warn_only=True)  # a kernel without a deterministic version warns
+    torch.use_deterministic_algorithms(True)
     try:
         yield
+    except RuntimeError as err:
+        if "does not have a deterministic implementation" not in str(err):
+            raise
+        kernel = str(err).split(" does not have")[0]
+        raise ConfigError(f"deterministic: true, but {kernel} has no deterministic kernel on {device.type}; "
+                          "set deterministic: false to train with it (reruns then differ slightly)") from err
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
@@ -118,13 +126,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Every tensor of a (nested dict / list) batch on ``device``; anything else (captions, names) as it is."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, list):
-        return [_to_device(v, device) for v in batch]
+        return [to_device(v, device) for v in batch]
     return batch
 
 
@@ -284,7 +293,7 @@ class Trainer:
             if sync and isinstance(self.model, DistributedDataParallel):
                 self._average_gradients()  # the earlier micro-steps ran under no_sync
             return None
-        batch = _to_device(batch, self.ctx.device)
+        batch = to_device(batch, self.ctx.device)
         no_sync = self.model.no_sync if isinstance(self.model, DistributedDataParallel) and not sync else nullcontext
         with no_sync():
             with self._autocast():
@@ -333,7 +342,7 @@ class Trainer:
 
     def fit(self) -> TrainState:
         """Train to ``max_steps`` / ``epochs``, resuming first if the output folder has a checkpoint."""
-        with deterministic_kernels(self.cfg.deterministic):
+        with deterministic_kernels(self.cfg.deterministic, self.ctx.device):
             return self._fit()
 
     def _fit(self) -> TrainState:
