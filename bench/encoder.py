@@ -1,8 +1,9 @@
 """Encoder throughput: clips/s, ms per clip and peak memory per model, token count and batch size.
 
 On CPU each measurement runs in a fresh subprocess so that its peak RSS belongs to that configuration alone; on
-CUDA the allocator's peak is reset per configuration, so those run in this process (no import per row). The input is a clip sampled as ``encoder.plan`` would for that budget, so the
-patch embedding over the pool and the token selection are part of the time, as in real use.
+CUDA the allocator's peak is reset per configuration, so those run in this process (no import per row). The
+input is a clip sampled as ``encoder.plan`` would for that budget, so the patch embedding over the pool and the
+token selection are part of the time, as in real use.
 
     python bench/encoder.py                      # the default matrix, CPU (and CUDA bf16 when present)
     python bench/encoder.py --models fluxvit_small_patch14 --tokens 1024,2048 --batch-sizes 1

@@ -29,13 +29,17 @@ def sincos_3d(dim: int, frames: int, side: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _interpolation_matrix(source: tuple[int, ...], target: tuple[int, ...]) -> torch.Tensor:
-    """``[prod(target), prod(source)]`` float64: the map that torch's linear (1-D) or bicubic (2-D) interpolation,
-    align_corners False, applies to a grid of ``source`` points, read off by interpolating each basis grid."""
-    count = math.prod(source)
-    basis = torch.eye(count, dtype=torch.float64).reshape(count, 1, *source)
-    mode = "linear" if len(source) == 1 else "bicubic"
-    return F.interpolate(basis, size=target, mode=mode, align_corners=False).reshape(count, -1).T.contiguous()
+def _interpolation_matrix(source: tuple[int, ...], target: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``[prod(target), prod(source)]`` float32 on ``device`` (cached, so a GPU forward copies nothing): the map
+    that torch's linear (1-D) or bicubic (2-D) interpolation, align_corners False, applies to a grid of ``source``
+    points, read off in float64 by interpolating each basis grid. Built outside inference mode even when first
+    asked for inside it, so that a later training step can save it for its backward pass."""
+    with torch.inference_mode(False):
+        count = math.prod(source)
+        basis = torch.eye(count, dtype=torch.float64).reshape(count, 1, *source)
+        mode = "linear" if len(source) == 1 else "bicubic"
+        weights = F.interpolate(basis, size=target, mode=mode, align_corners=False).reshape(count, -1).T
+        return weights.to(device, torch.float32).contiguous()
 
 
 def resize_grid(grid: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
@@ -49,9 +53,9 @@ def resize_grid(grid: torch.Tensor, frames: int, height: int, width: int) -> tor
     t0, h0, w0, dim = grid.shape
     out = grid.float()
     if t0 != frames:
-        weights = _interpolation_matrix((t0,), (frames,)).to(out.device, torch.float32)
+        weights = _interpolation_matrix((t0,), (frames,), out.device)
         out = (weights @ out.reshape(t0, -1)).reshape(frames, h0, w0, dim)
     if (h0, w0) != (height, width):
-        weights = _interpolation_matrix((h0, w0), (height, width)).to(out.device, torch.float32)
+        weights = _interpolation_matrix((h0, w0), (height, width), out.device)
         out = (weights @ out.reshape(frames, h0 * w0, dim)).reshape(frames, height, width, dim)
     return out.to(grid.dtype)

@@ -82,3 +82,14 @@ def test_resize_matches_torch_upsampling_values_and_gradients() -> None:
         (got.double() * upstream).sum().backward()
         (expected * upstream).sum().backward()
         torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_a_resize_first_run_in_inference_mode_still_trains_afterwards() -> None:
+    """The resize weights are cached: the ones made under ``torch.inference_mode`` (search, the app) must still
+    serve a training step's backward pass in the same process."""
+    grid = torch.randn(3, 7, 7, 4)
+    with torch.inference_mode():
+        resize_grid(grid, 5, 9, 9)
+    trained = grid.clone().requires_grad_()
+    resize_grid(trained, 5, 9, 9).square().sum().backward()
+    assert trained.grad is not None and trained.grad.abs().sum() > 0
