@@ -29,7 +29,7 @@ from encoder import create_model, estimate_gmacs, plan  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def measure(model_name: str, tokens: int, batch: int, device: str, repeats: int, queue: "mp.Queue | None") -> dict:
+def measure(model_name: str, tokens: int, batch: int, device: str, repeats: int, queue: mp.Queue | None) -> dict:
     torch.manual_seed(0)
     p = plan(tokens, model_name)
     model = create_model(model_name).eval().to(device)

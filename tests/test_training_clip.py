@@ -134,7 +134,6 @@ def test_clips_and_images_share_a_batch_and_its_negatives(tmp_path: Path) -> Non
     assert seen == [(2, 65), (1, 17), (2, 33), (1, 17), (2, 17), (1, 17)]
 
 
-
 class CaptionedNoise(torch.utils.data.Dataset):
     """Random clips with the test captions, drawn at the key's sampling."""
 

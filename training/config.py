@@ -74,8 +74,8 @@ class TrainConfig(Strict):
         "auto", description="auto: bf16 on CUDA, fp32 on CPU; fp16 (CUDA only) uses a grad scaler")
     grad_checkpointing: bool = False
     deterministic: bool = Field(False, description="torch's deterministic kernels: a rerun of one config on the "
-                                "same machine and thread count is bit-identical (off: reruns drift apart); a kernel with no deterministic "
-                                "version stops the run with an error naming it")
+                                "same machine and thread count is bit-identical (off: reruns drift apart); a kernel "
+                                "with no deterministic version stops the run with an error naming it")
     drop_path: float = Field(0.05, ge=0, lt=1)
     log_every: int = Field(10, ge=1)
     save_every: int = Field(200, ge=1, description="checkpoint every N optimizer steps (and at the end)")
