@@ -1,10 +1,11 @@
 """Step time of each stage of ``fluxvid demo train``: where the demo's training minutes go.
 
 Builds each stage's recipe from the demo's own config (``app.demo.train``), then times whole optimizer steps
-(forward, backward, AdamW) on one batch of 32: Flux-CLIP and Flux-FT at 4 and 8 frames of 84 px (their
-flexible batches draw both), and the chat on 32 real conversations of a small rendered world, with the shipped
-LM. Pixels are random for the ViT stages: the step's cost does not depend on them. Reports the median and the
-fastest of ``--steps`` timed steps after two warm-up steps, and the stage's steps per minute at the median.
+(forward, backward, AdamW) on one batch of 32: Flux-CLIP and Flux-FT at each frame count of the demo's grid, at
+84 px (their flexible batches draw them all), and the chat on 32 real conversations of a small rendered world,
+with the shipped LM. Pixels are random for the ViT stages: the step's cost does not depend on them. Reports the
+median and the fastest of ``--steps`` timed steps after two warm-up steps, and the stage's steps per minute at
+the median.
 
     python bench/train_step.py                 # about two minutes on 2 cores
     python bench/train_step.py --device cuda   # bf16 autocast, as the engine's ``precision: auto`` on a GPU
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.demo.generate import generate_world  # noqa: E402
 from app.demo.shipped import CHAT_VISION, LLM, MODELS_DIR  # noqa: E402
-from app.demo.train import DemoTraining, chat_config, clip_config, ft_config  # noqa: E402
+from app.demo.train import DEMO_GRID, DemoTraining, chat_config, clip_config, ft_config  # noqa: E402
 from app.demo.world import ACTIONS, WorldConfig  # noqa: E402
 from bench.report import save_table  # noqa: E402
 from encoder.video import read_annotations  # noqa: E402
@@ -80,7 +81,7 @@ def vit_rows(world: Path, steps: int, device: torch.device) -> list[dict[str, An
               ("Flux-FT", FTRecipe(FTConfig(**ft), list(ACTIONS)), {"label": torch.arange(BATCH) % len(ACTIONS)})]
     rows = []
     for name, recipe, targets in stages:
-        for frames in (4, 8):
+        for frames in range(DEMO_GRID["min_frames"], DEMO_GRID["max_frames"] + 1, DEMO_GRID["frame_step"]):
             video = torch.rand(BATCH, 3, frames, 84, 84, generator=torch.Generator().manual_seed(0))
             times = time_steps(recipe, {"video": video, **targets}, steps, device)
             rows.append(row(f"{name}, {frames} frames", times))
@@ -95,7 +96,8 @@ def chat_row(world: Path, steps: int, device: torch.device) -> dict[str, Any]:
     cfg = ChatConfig.model_validate(config)
     data = build_datasets(cfg)
     batch = data.collate([data.train[i] for i in range(BATCH)])
-    return row("chat, 8 frames", time_steps(build_chat(cfg), batch, steps, device))
+    frames = batch["video"].shape[2]
+    return row(f"chat, {frames} frames", time_steps(build_chat(cfg), batch, steps, device))
 
 
 def main() -> None:

@@ -44,14 +44,15 @@ def test_eval_prints_json_scores_and_its_exit_code_follows_the_bars(tmp_path: Pa
                      "--json")
     rows = json.loads(result.stdout)
     assert [row["budget"] for row in rows] == [256] and rows[0]["clips"] == 12
-    assert rows[0]["sampling"] == "8x84"
+    searched = {row["budget"]: row for row in read_manifest(MODELS_DIR)["token_optimization"]["search"]}[256]
+    assert rows[0]["sampling"] == f"{searched['frames']}x{searched['resolution']}", "the sampling tuned on val"
     assert result.returncode == (0 if all(rows[0][m] >= bar for m, bar in QUALITY_BARS.items()) else 1)
     assert len(list((tmp_path / "world" / "test").glob("*.mp4"))) == read_manifest(MODELS_DIR)["knobs"]["test_clips"]
 
 
 def test_demo_train_stage_configs_are_valid_recipe_configs(tmp_path: Path) -> None:
     """What ``fluxvid demo train`` writes for each stage loads as that recipe's config, with the knobs in it."""
-    knobs = DemoTraining(cache_frames=12, batch_size=8)
+    knobs = DemoTraining(cache_frames=24, batch_size=8)
     world = tmp_path / "world"
     stages = {"clip": (clip_config(knobs, world, tmp_path / "clip"), ClipConfig),
               "ft": (ft_config(knobs, world, tmp_path / "ft", tmp_path / "clip_vision.pt"), FTConfig),
@@ -60,12 +61,23 @@ def test_demo_train_stage_configs_are_valid_recipe_configs(tmp_path: Path) -> No
     for name, (config, cls) in stages.items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
         loaded[name] = load_config(tmp_path / f"{name}.yaml", cls)
-    assert loaded["clip"].data.cache_frames == loaded["ft"].data.cache_frames == 12
+    assert loaded["clip"].data.cache_frames == loaded["ft"].data.cache_frames == 24
     assert loaded["ft"].data.batch_size == loaded["chat"].data.batch_size == 8
     assert loaded["ft"].max_steps == knobs.ft_steps and loaded["chat"].chat.vision == str(tmp_path / "ft.pt")
+    for name in ("clip", "ft"):  # two frames per patch, and every training frame count fills whole patches
+        vit = loaded[name].vit_config()
+        assert vit.tubelet_size == 2 and all(f % 2 == 0 for f in vit.grid.frame_options())
     assert set(loaded["ft"].data.budgets) == set(loaded["clip"].data.budgets) == set(EVAL_BUDGETS)
     assert loaded["chat"].chat.budget in loaded["chat"].chat.train_budgets
     assert set(loaded["chat"].chat.train_budgets) == set(EVAL_BUDGETS), "the one projector serves every budget"
     assert loaded["chat"].chat.cache_clips and loaded["chat"].data.cache_frames == 0
     uncached = chat_config(DemoTraining(cache_frames=0), world, tmp_path / "chat", tmp_path / "ft.pt", tmp_path / "llm")
     assert not uncached["chat"]["cache_clips"], "--cache-frames 0 decodes every batch in every stage"
+
+
+def test_demo_train_refuses_a_frame_cache_smaller_than_a_batch_takes(tmp_path: Path) -> None:
+    """16-frame batches drawn from 8 cached frames would pair each frame with itself in a two-frame patch."""
+    result = fluxvid("demo", "train", "--work", str(tmp_path / "work"), "--models", str(tmp_path / "models"),
+                     "--cache-frames", "8")
+    assert result.returncode != 0 and "cache_frames must be 0 or at least 16" in result.stderr + result.stdout
+    assert not (tmp_path / "work").exists() and not (tmp_path / "models").exists(), "refused before any work"

@@ -3,13 +3,14 @@ into the config without losing the entries it did not tune."""
 
 from __future__ import annotations
 
-from app.demo.tune import _best, _with_profile
+from app.demo.train import DEMO_GRID
+from app.demo.tune import _best, _with_profile, candidates
 from encoder import get_config
-from encoder.config import ProfileEntry
+from encoder.config import ProfileEntry, SamplingGrid
 
 
 def test_the_best_sampling_wins_and_ties_go_to_fewer_frames() -> None:
-    config = get_config("fluxvit_tiny_patch14")
+    config = get_config("fluxvit_tiny_patch14").replace(grid=SamplingGrid(4, 8, 4, 84, 84, 28, (128, 512)))
     seen = []
 
     def score(plan) -> float:
@@ -20,6 +21,21 @@ def test_the_best_sampling_wins_and_ties_go_to_fewer_frames() -> None:
     assert [(e.budget, e.frames, e.resolution, e.score) for e in chosen] == [
         (128, 8, 84, 0.7), (140, 4, 84, 0.5), (256, 8, 84, 0.4)]
     assert (128, 8, 84, 128) in seen and (256, 4, 84, 144) not in seen, "4 x 84 (144 tokens) cannot hold 256"
+
+
+def test_candidates_are_the_training_grid_and_count_tokens_per_tubelet() -> None:
+    """The demo models see two frames per patch: 8 frames x 84 px make 144 tokens, too few for 256."""
+    config = get_config("fluxvit_tiny_patch14").replace(grid=SamplingGrid(**DEMO_GRID), tubelet_size=2)
+    assert candidates(config) == [(8, 84), (16, 84)]
+    seen = []
+
+    def score(plan) -> float:
+        seen.append((plan.budget, plan.frames, plan.keep_tokens))
+        return 0.5
+
+    chosen = _best(config, [128, 256], score)
+    assert seen == [(128, 8, 128), (128, 16, 128), (256, 16, 256)]
+    assert [(e.budget, e.frames) for e in chosen] == [(128, 8), (256, 16)]
 
 
 def test_tuned_entries_replace_theirs_and_keep_the_rest_sorted() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from encoder import FluxViT, FluxViTConfig
-from encoder.budget import Plan, make_plan
+from encoder.budget import Plan, make_plan, tokens_per_frame
 from encoder.checkpoint import load_model, save_checkpoint
 from encoder.config import ProfileEntry
 from encoder.evaluate import evaluate_classifier
@@ -26,16 +26,17 @@ from retrieval.evaluate import evaluate_retrieval
 from .evaluate import chat_accuracy, questions_by_clip
 from .shipped import CHAT_VISION, CLASSIFIER, DUAL_ENCODER, PROJECTOR
 
-#: Samplings tried per budget: the frame counts the demo models were trained on, at their resolution.
-CANDIDATES = ((4, 84), (8, 84))
+def candidates(config: FluxViTConfig) -> list[tuple[int, int]]:
+    """The samplings tried per budget: the frame counts and resolutions the model was trained on (its grid)."""
+    return [(f, r) for f in config.grid.frame_options() for r in config.grid.resolution_options()]
 
 
 def _best(config: FluxViTConfig, budgets: Sequence[int], score: Callable[[Plan], float]) -> list[ProfileEntry]:
     """Per budget the candidate with the highest score (the first on ties: fewer frames)."""
     chosen = []
     for budget in budgets:
-        scored = [(score(make_plan(config, budget, f, r)), -f, f, r) for f, r in CANDIDATES
-                  if f * (r // config.patch_size) ** 2 >= budget]
+        scored = [(score(make_plan(config, budget, f, r)), -f, f, r) for f, r in candidates(config)
+                  if f // config.tubelet_size * tokens_per_frame(config, r) >= budget]
         best, _, frames, resolution = max(scored)
         chosen.append(ProfileEntry(budget, frames, resolution, round(best, 4)))
     return chosen
