@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.demo.generate import generate_world  # noqa: E402
 from app.demo.shipped import CHAT_VISION, LLM, MODELS_DIR  # noqa: E402
-from app.demo.train import DEMO_GRID, DemoTraining, chat_config, clip_config, ft_config  # noqa: E402
+from app.demo.train import DemoTraining, chat_config, clip_config, ft_config  # noqa: E402
 from app.demo.world import ACTIONS, WorldConfig  # noqa: E402
 from bench.report import save_table  # noqa: E402
 from encoder.video import read_annotations  # noqa: E402
@@ -81,7 +81,7 @@ def vit_rows(world: Path, steps: int, device: torch.device) -> list[dict[str, An
               ("Flux-FT", FTRecipe(FTConfig(**ft), list(ACTIONS)), {"label": torch.arange(BATCH) % len(ACTIONS)})]
     rows = []
     for name, recipe, targets in stages:
-        for frames in range(DEMO_GRID["min_frames"], DEMO_GRID["max_frames"] + 1, DEMO_GRID["frame_step"]):
+        for frames in recipe.cfg.vit_config().grid.frame_options():
             video = torch.rand(BATCH, 3, frames, 84, 84, generator=torch.Generator().manual_seed(0))
             times = time_steps(recipe, {"video": video, **targets}, steps, device)
             rows.append(row(f"{name}, {frames} frames", times))

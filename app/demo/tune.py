@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from encoder import FluxViT, FluxViTConfig
-from encoder.budget import Plan, make_plan, tokens_per_frame
+from encoder.budget import Plan, make_plan
 from encoder.checkpoint import load_model, save_checkpoint
 from encoder.config import ProfileEntry
 from encoder.evaluate import evaluate_classifier
@@ -35,8 +35,8 @@ def _best(config: FluxViTConfig, budgets: Sequence[int], score: Callable[[Plan],
     """Per budget the candidate with the highest score (the first on ties: fewer frames)."""
     chosen = []
     for budget in budgets:
-        scored = [(score(make_plan(config, budget, f, r)), -f, f, r) for f, r in candidates(config)
-                  if f // config.tubelet_size * tokens_per_frame(config, r) >= budget]
+        plans = [make_plan(config, budget, f, r) for f, r in candidates(config)]
+        scored = [(score(p), -p.frames, p.frames, p.resolution) for p in plans if p.pool_tokens >= budget]
         best, _, frames, resolution = max(scored)
         chosen.append(ProfileEntry(budget, frames, resolution, round(best, 4)))
     return chosen
