@@ -4,9 +4,10 @@ into the config without losing the entries it did not tune."""
 from __future__ import annotations
 
 from app.demo.train import DEMO_GRID
-from app.demo.tune import _best, _with_profile, candidates
+from app.demo.tune import _best, _with_profile
 from encoder import get_config
 from encoder.config import ProfileEntry, SamplingGrid
+from encoder.video import trained_samplings
 
 
 def test_the_best_sampling_wins_and_ties_go_to_fewer_frames() -> None:
@@ -26,7 +27,7 @@ def test_the_best_sampling_wins_and_ties_go_to_fewer_frames() -> None:
 def test_candidates_are_the_training_grid_and_count_tokens_per_tubelet() -> None:
     """The demo models see two frames per patch: 8 frames x 84 px make 144 tokens, too few for 256."""
     config = get_config("fluxvit_tiny_patch14").replace(grid=SamplingGrid(**DEMO_GRID), tubelet_size=2)
-    assert candidates(config) == [(8, 84), (16, 84)]
+    assert trained_samplings(config) == [(8, 84), (16, 84)]
     seen = []
 
     def score(plan) -> float:

@@ -19,23 +19,19 @@ from encoder.budget import Plan, make_plan
 from encoder.checkpoint import load_model, save_checkpoint
 from encoder.config import ProfileEntry
 from encoder.evaluate import evaluate_classifier
-from encoder.video import read_annotations
+from encoder.video import read_annotations, trained_samplings
 from retrieval.dual_encoder import DualEncoder
 from retrieval.evaluate import evaluate_retrieval
 
 from .evaluate import chat_accuracy, questions_by_clip
 from .shipped import CHAT_VISION, CLASSIFIER, DUAL_ENCODER, PROJECTOR
 
-def candidates(config: FluxViTConfig) -> list[tuple[int, int]]:
-    """The samplings tried per budget: the frame counts and resolutions the model was trained on (its grid)."""
-    return [(f, r) for f in config.grid.frame_options() for r in config.grid.resolution_options()]
-
 
 def _best(config: FluxViTConfig, budgets: Sequence[int], score: Callable[[Plan], float]) -> list[ProfileEntry]:
     """Per budget the candidate with the highest score (the first on ties: fewer frames)."""
     chosen = []
     for budget in budgets:
-        plans = [make_plan(config, budget, f, r) for f, r in candidates(config)]
+        plans = [make_plan(config, budget, f, r) for f, r in trained_samplings(config)]
         scored = [(score(p), -p.frames, p.frames, p.resolution) for p in plans if p.pool_tokens >= budget]
         best, _, frames, resolution = max(scored)
         chosen.append(ProfileEntry(budget, frames, resolution, round(best, 4)))

@@ -9,7 +9,7 @@ from .annotations import Annotation, AnnotationError, read_annotations
 from .dataset import SkippedVideo, VideoDataset, VideoLoader, skip_bad_collate
 from .decode import BACKENDS, DEFAULT_TIMEOUT, MAX_PIXELS, is_image, probe, read_frames
 from .errors import VideoDecodeError
-from .flexible import FlexibleSampler
+from .flexible import FlexibleSampler, trained_samplings
 from .frames import Frames, VideoInfo
 from .load import Clip, decode_clip, load_clip, load_views
 from .sampling import clip_positions, sample_indices, window_frames
@@ -22,5 +22,5 @@ __all__ = [
     "TrainAugment", "VideoDataset", "VideoDecodeError", "VideoInfo", "VideoLoader", "clip_positions",
     "decode_clip", "is_image", "load_clip", "load_views", "normalize", "probe", "read_annotations", "read_frames",
     "resize_short_side",
-    "sample_indices", "segments", "skip_bad_collate", "spatial_crops", "window_frames",
+    "sample_indices", "segments", "skip_bad_collate", "spatial_crops", "trained_samplings", "window_frames",
 ]

@@ -13,6 +13,18 @@ from ..budget import Plan, make_plan, tokens_per_frame
 from ..config import FluxViTConfig, get_config
 
 
+def trained_samplings(config: FluxViTConfig) -> list[tuple[int, int]]:
+    """The (frames, resolution) pairs of the model's grid that flexible training draws: whole tubelets, and a
+    token pool inside the grid's threshold (Token Optimization tries the same ones)."""
+    grid = config.grid
+    lo, hi = grid.token_threshold
+    return [(frames, resolution)
+            for frames in grid.frame_options()
+            for resolution in grid.resolution_options()
+            if frames % config.tubelet_size == 0
+            and lo <= (frames // config.tubelet_size) * tokens_per_frame(config, resolution) <= hi]
+
+
 class FlexibleSampler:
     """Draws training plans uniformly over the grid's admissible (frames, resolution) pairs.
 
@@ -22,16 +34,9 @@ class FlexibleSampler:
     def __init__(self, config: FluxViTConfig | str, keep_tokens: int | None = None,
                  generator: torch.Generator | None = None) -> None:
         self.config = get_config(config) if isinstance(config, str) else config
-        grid = self.config.grid
-        lo, hi = grid.token_threshold
-        self.options: list[tuple[int, int]] = [
-            (frames, resolution)
-            for frames in grid.frame_options()
-            for resolution in grid.resolution_options()
-            if frames % self.config.tubelet_size == 0
-            and lo <= (frames // self.config.tubelet_size) * tokens_per_frame(self.config, resolution) <= hi
-        ]
+        self.options = trained_samplings(self.config)
         if not self.options:
+            lo, hi = self.config.grid.token_threshold
             raise ValueError(f"no (frames, resolution) of {self.config.name}'s grid has a token pool in [{lo}, {hi}]")
         self.keep_tokens = keep_tokens
         self.generator = generator
