@@ -224,14 +224,13 @@ class Services:
     def chat_model(self, budget: int):
         self.require("chat")
         from chat import ChatModel
-        from chat.vision import VisionTower
 
         base = self._get("chat", lambda: ChatModel.load(self.settings.projector, llm=self.settings.llm,
                                                         device=self.device))
         if budget == base.vision.plan.budget:
             return base
         self.plan(budget, base.vision.vit.config)
-        tower = VisionTower(base.vision.vit, budget, base.info.tokens_per_frame)
+        tower = base.vision.at(budget)
         return ChatModel(tower, base.projector, base.llm, base.tokenizer, base.info, base.vision_name, base.llm_name)
 
     def chat(self, session_id: str | None, message: str, video: Path | None, budget: int) -> tuple[str, Iterator[str]]:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.demo.generate import generate_world  # noqa: E402
-from app.demo.shipped import CHAT_VISION, CLASSIFIER, LLM, MODELS_DIR  # noqa: E402
+from app.demo.shipped import CHAT_SCENE_VISION, CHAT_VISION, CLASSIFIER, LLM, MODELS_DIR  # noqa: E402
 from app.demo.train import DemoTraining, chat_config  # noqa: E402
 from app.demo.world import WorldConfig  # noqa: E402
 from bench.report import save_table  # noqa: E402
@@ -64,7 +64,7 @@ def chat_samples_per_second(data: ChatData, batches: int, workers: int) -> float
 def chat_rows(world: Path, batches: int, workers: int) -> list[dict]:
     """The demo chat stage's own config (``app.demo.train.chat_config``) with and without ``chat.cache_clips``."""
     config = chat_config(DemoTraining(workers=workers), world, world / "run", MODELS_DIR / CHAT_VISION,
-                         MODELS_DIR / LLM)
+                         MODELS_DIR / CHAT_SCENE_VISION, MODELS_DIR / LLM)
     rows = []
     for cached in (False, True):
         config["chat"]["cache_clips"] = cached

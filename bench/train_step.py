@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.demo.generate import generate_world  # noqa: E402
-from app.demo.shipped import CHAT_VISION, LLM, MODELS_DIR  # noqa: E402
+from app.demo.shipped import CHAT_SCENE_VISION, CHAT_VISION, LLM, MODELS_DIR  # noqa: E402
 from app.demo.train import DemoTraining, chat_config, clip_config, ft_config  # noqa: E402
 from app.demo.world import ACTIONS, WorldConfig  # noqa: E402
 from bench.report import save_table  # noqa: E402
@@ -89,9 +89,10 @@ def vit_rows(world: Path, steps: int, device: torch.device) -> list[dict[str, An
 
 
 def chat_row(world: Path, steps: int, device: torch.device) -> dict[str, Any]:
-    """The demo chat stage's config on the shipped LM and chat ViT; steps keep 128, 128, then 256 tokens in turn,
+    """The demo chat stage's config on the shipped LM and chat ViTs; steps keep 128, 128, then 256 tokens in turn,
     as in training."""
-    config = chat_config(DemoTraining(), world, world / "chat", MODELS_DIR / CHAT_VISION, MODELS_DIR / LLM)
+    config = chat_config(DemoTraining(), world, world / "chat", MODELS_DIR / CHAT_VISION,
+                         MODELS_DIR / CHAT_SCENE_VISION, MODELS_DIR / LLM)
     config["chat"]["cache_clips"] = False
     cfg = ChatConfig.model_validate(config)
     data = build_datasets(cfg)

@@ -47,7 +47,8 @@ class ChatModel:
         language_model, tokenizer = load_llm(llm_name, dtype=dtype)
         if info.lora:
             language_model = load_lora(language_model, Path(projector).parent / info.lora)
-        tower = VisionTower(vit, budget or info.budget, info.tokens_per_frame)
+        second = load_vision(beside(projector, info.second_vision), info.vision_model) if info.second_vision else None
+        tower = VisionTower(vit, budget or info.budget, info.tokens_per_frame, second=second)
         return cls(tower, proj, language_model, tokenizer, info, vision_name, llm_name).to(device)
 
     def to(self, device: str | torch.device) -> "ChatModel":

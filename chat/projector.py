@@ -58,6 +58,7 @@ class ProjectorInfo:
     budget: int
     tokens_per_frame: int | None
     lora: str | None = None  # LoRA adapter folder, relative to the projector file
+    second_vision: str | None = None  # a FluxViT whose features follow the first's (chat.vision), like ``vision``
 
     def check_fits(self, vision_dim: int, llm_dim: int, vision: str, llm: str) -> None:
         """Raise :class:`ProjectorError` when the ViT or LLM in use has other feature sizes."""

@@ -2,6 +2,8 @@
 
 The number of tokens sent to the LLM follows the budget (``Plan.tokens``), or, with ``tokens_per_frame``,
 ``frames x tokens_per_frame`` where each frame's kept tokens are averaged over a square grid of cells.
+A second FluxViT may look at the same kept tokens: its features are concatenated to the first's, so a chat
+can read one model trained on what happens (Flux-FT) and one trained on what is there (Flux-CLIP).
 """
 
 from __future__ import annotations
@@ -89,22 +91,39 @@ def video_token_count(model_plan: Plan, tubelet_size: int, tokens_per_frame: int
     return model_plan.frames // tubelet_size * tokens_per_frame
 
 
+def check_second_vision(vit: FluxViT, second: FluxViT) -> None:
+    """The second ViT reads the first's kept positions, so both must cut the video into the same patches."""
+    ours = (vit.config.patch_size, vit.config.tubelet_size)
+    theirs = (second.config.patch_size, second.config.tubelet_size)
+    if ours != theirs:
+        raise ChatError(f"the second vision model cuts {theirs[0]}px x {theirs[1]}-frame patches but the first "
+                        f"cuts {ours[0]}px x {ours[1]}-frame ones: both must read the same tokens")
+
+
 class VisionTower(nn.Module):
     """A FluxViT at one budget: video ``[B, 3, T, H, W]`` -> features ``[B, N, C]`` (CLS dropped). Frozen,
-    unless a recipe makes its parameters trainable (``chat.train_vision``): then gradients flow through it."""
+    unless a recipe makes its parameters trainable (``chat.train_vision``): then gradients flow through it.
+    ``second`` encodes the tokens the first kept; its features follow the first's channels."""
 
     def __init__(self, vit: FluxViT, budget: int, tokens_per_frame: int | None = None,
-                 sampling: Plan | None = None) -> None:
+                 sampling: Plan | None = None, second: FluxViT | None = None) -> None:
         """``sampling`` overrides the plan the ViT's Token Optimization table gives ``budget``."""
         super().__init__()
         self.vit = vit
         self.plan = sampling if sampling is not None else plan(budget, vit.config)
         check_tokens_per_frame(self.plan, vit.config.patch_size, tokens_per_frame)
         self.tokens_per_frame = tokens_per_frame
+        if second is not None:
+            check_second_vision(vit, second)
+        self.second = second
+
+    def at(self, budget: int, sampling: Plan | None = None) -> "VisionTower":
+        """The same models at another budget (or sampling), sharing their weights."""
+        return VisionTower(self.vit, budget, self.tokens_per_frame, sampling, self.second)
 
     @property
     def dim(self) -> int:
-        return self.vit.config.embed_dim
+        return self.vit.config.embed_dim + (self.second.config.embed_dim if self.second is not None else 0)
 
     @property
     def num_tokens(self) -> int:
@@ -116,10 +135,13 @@ class VisionTower(nn.Module):
         if video.ndim != 5 or tuple(video.shape[2:]) != expected:
             raise ValueError(f"budget {self.plan.budget} expects video [B, 3, {expected[0]}, {expected[1]}, "
                              f"{expected[2]}], got {tuple(video.shape)}")
-        trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.vit.parameters())
+        trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         with torch.set_grad_enabled(trains):
             out = self.vit.encode(video, keep_tokens=keep_tokens or self.plan.keep_tokens)
-        tokens = out.tokens[:, 1:]
+            tokens = out.tokens[:, 1:]
+            if self.second is not None:
+                seen = self.second.encode(video, positions=out.positions).tokens[:, 1:]
+                tokens = torch.cat([tokens, seen.to(tokens.dtype)], dim=-1)
         if self.tokens_per_frame is None:
             return tokens
         return pool_per_frame(tokens, out.positions, out.grid, self.tokens_per_frame)

@@ -143,6 +143,27 @@ def test_token_count_follows_the_budget_and_pooling() -> None:
         VisionTower(vit, 128)(torch.randn(1, 3, 8, 84, 84))
 
 
+def test_a_second_vit_encodes_the_tokens_the_first_kept_and_follows_its_channels() -> None:
+    torch.manual_seed(0)
+    first, second = create_model("fluxvit_tiny_patch14").eval(), create_model("fluxvit_tiny_patch14").eval()
+    budget = 128
+    sampling = plan(budget, first.config)
+    video = torch.randn(2, 3, sampling.frames, sampling.resolution, sampling.resolution)
+    alone, both = VisionTower(first, budget), VisionTower(first, budget, second=second)
+    assert both.dim == 192 and both.num_tokens == alone.num_tokens
+    features = both(video)
+    torch.testing.assert_close(features[..., :96], alone(video))
+    kept = first.encode(video, keep_tokens=sampling.keep_tokens).positions
+    own = second.encode(video, keep_tokens=sampling.keep_tokens).positions
+    assert not torch.equal(kept, own)  # left to itself the second ViT would keep other tokens
+    torch.testing.assert_close(features[..., 96:], second.encode(video, positions=kept).tokens[:, 1:])
+    smaller = both.at(64)
+    assert smaller.second is second and smaller.plan.budget == 64 and smaller(video[:, :, :smaller.plan.frames]
+                                                                               ).shape[-1] == 192
+    with pytest.raises(ChatError, match="same tokens"):
+        VisionTower(first, budget, second=create_model("fluxvit_tiny_patch14", tubelet_size=2))
+
+
 @pytest.mark.parametrize("kind", ["linear", "mlp2"])
 def test_projector_round_trip(tmp_path: Path, kind: str) -> None:
     projector = Projector(kind, 96, 64)

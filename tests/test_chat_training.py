@@ -110,6 +110,34 @@ def test_end_to_end_training_ships_the_llm_and_the_vit_beside_the_projector(
         load_config(_yaml(tmp_path, cfg, lora=True), ChatConfig)
 
 
+@pytest.mark.parametrize("train_vision", [False, True])
+def test_a_second_vit_trains_with_the_first_and_ships_beside_the_projector(
+        toy_chat: ToyChat, tmp_path: Path, train_vision: bool) -> None:
+    cfg = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train, train_vision=train_vision,
+                      second_vision=str(toy_chat.vit))
+    initial = {n: p.detach().clone() for n, p in build_recipe(cfg).vision.second.named_parameters()}
+    recipe, losses = train_projector(cfg, steps=2)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert recipe.projector.vision_dim == 192
+    source = {n: p.detach().clone() for n, p in recipe.vision.second.named_parameters()}
+    assert all(p.requires_grad == train_vision for p in recipe.vision.second.parameters())
+    assert any(not torch.equal(initial[n], p) for n, p in source.items()) == train_vision
+    recipe.export(tmp_path)
+    info = read_projector_info(tmp_path / "projector.safetensors")
+    assert (info.vision_dim, info.second_vision) == (192, "projector-second-vision.pt")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("projector.safetensors", "projector-second-vision.pt") + (("projector-vision.pt",) * train_vision):
+        (tmp_path / name).rename(moved / name)
+    model = ChatModel.load(moved / "projector.safetensors")
+    assert model.vision.dim == 192
+    loaded = dict(model.vision.second.named_parameters())
+    assert all(torch.equal(loaded[n], p) for n, p in source.items())
+    session = Session(model, GREEDY)
+    session.load_video(toy_chat.held_out[0][0])
+    assert isinstance(session.chat(QUESTION), str)
+
+
 def _yaml(tmp_path: Path, cfg: ChatConfig, **chat: object) -> Path:
     import yaml
 

@@ -10,7 +10,7 @@ import yaml
 
 from app.demo.evaluate import EVAL_BUDGETS
 from app.demo.shipped import MODELS_DIR, QUALITY_BARS, read_manifest
-from app.demo.train import DemoTraining, chat_config, clip_config, ft_config
+from app.demo.train import DemoTraining, chat_config, clip_config, ft_config, render_world
 from tests.test_training_cli import fluxvid
 from training.config import load_config
 from training.recipes.chat import ChatConfig
@@ -56,7 +56,8 @@ def test_demo_train_stage_configs_are_valid_recipe_configs(tmp_path: Path) -> No
     world = tmp_path / "world"
     stages = {"clip": (clip_config(knobs, world, tmp_path / "clip"), ClipConfig),
               "ft": (ft_config(knobs, world, tmp_path / "ft", tmp_path / "clip_vision.pt"), FTConfig),
-              "chat": (chat_config(knobs, world, tmp_path / "chat", tmp_path / "ft.pt", tmp_path / "llm"), ChatConfig)}
+              "chat": (chat_config(knobs, world, tmp_path / "chat", tmp_path / "ft.pt", tmp_path / "clip_vision.pt",
+                                   tmp_path / "llm"), ChatConfig)}
     loaded = {}
     for name, (config, cls) in stages.items():
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
@@ -64,6 +65,7 @@ def test_demo_train_stage_configs_are_valid_recipe_configs(tmp_path: Path) -> No
     assert loaded["clip"].data.cache_frames == loaded["ft"].data.cache_frames == 24
     assert loaded["ft"].data.batch_size == loaded["chat"].data.batch_size == 8
     assert loaded["ft"].max_steps == knobs.ft_steps and loaded["chat"].chat.vision == str(tmp_path / "ft.pt")
+    assert loaded["chat"].chat.second_vision == str(loaded["ft"].init_checkpoint), "the chat reads the Flux-CLIP ViT"
     for name in ("clip", "ft"):  # two frames per patch, and every training frame count fills whole patches
         vit = loaded[name].vit_config()
         assert vit.tubelet_size == 2 and all(f % 2 == 0 for f in vit.grid.frame_options())
@@ -71,7 +73,8 @@ def test_demo_train_stage_configs_are_valid_recipe_configs(tmp_path: Path) -> No
     assert loaded["chat"].chat.budget in loaded["chat"].chat.train_budgets
     assert set(loaded["chat"].chat.train_budgets) == set(EVAL_BUDGETS), "the one projector serves every budget"
     assert loaded["chat"].chat.cache_clips and loaded["chat"].data.cache_frames == 0
-    uncached = chat_config(DemoTraining(cache_frames=0), world, tmp_path / "chat", tmp_path / "ft.pt", tmp_path / "llm")
+    uncached = chat_config(DemoTraining(cache_frames=0), world, tmp_path / "chat", tmp_path / "ft.pt",
+                           tmp_path / "clip_vision.pt", tmp_path / "llm")
     assert not uncached["chat"]["cache_clips"], "--cache-frames 0 decodes every batch in every stage"
 
 
@@ -81,3 +84,17 @@ def test_demo_train_refuses_a_frame_cache_smaller_than_a_batch_takes(tmp_path: P
                      "--cache-frames", "8")
     assert result.returncode != 0 and "cache_frames must be 0 or at least 16" in result.stderr + result.stdout
     assert not (tmp_path / "work").exists() and not (tmp_path / "models").exists(), "refused before any work"
+
+
+def test_a_rerun_keeps_the_minutes_the_world_took_to_render(tmp_path: Path) -> None:
+    knobs = DemoTraining(train_clips=3, val_clips=2, test_clips=2)
+    first: dict[str, float] = {}
+    world = render_world(knobs, tmp_path, first, progress=False)
+    assert (world / "world.json").is_file() and set(first) == {"world"} and first["world"] >= 0
+    (tmp_path / "world_minutes.json").write_text("2.5")  # as if rendering had taken longer
+    again: dict[str, float] = {}
+    render_world(knobs, tmp_path, again, progress=False)
+    assert again == {"world": 2.5}, "found complete: not rendered again, its recorded minutes kept"
+    (world / "world.json").unlink()  # incomplete: rendered again, timed again
+    render_world(knobs, tmp_path, again, progress=False)
+    assert again["world"] != 2.5

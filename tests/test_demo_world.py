@@ -11,8 +11,8 @@ import pytest
 
 from app.demo.generate import DESCRIBE, generate_world, load_world, plan_world
 from app.demo.render import centroid_track, colour_mask, object_masks
-from app.demo.world import (ACTIONS, COLOURS, ROTATING_SHAPES, ClipSpec, ObjectSpec, WorldConfig, caption,
-                            object_state, questions)
+from app.demo.world import (ACTIONS, COLOURS, COUNT_WORDS, QUESTION_KINDS, ROTATING_SHAPES, SHAPES, VERB, ClipSpec,
+                            ObjectSpec, WorldConfig, caption, object_state, question_kind, questions)
 from chat.data import read_instructions
 from encoder.video import read_annotations, read_frames
 
@@ -67,6 +67,19 @@ def test_captions_are_unique_within_a_split_and_files_per_task(world: Path) -> N
         assert conversation.turns[-1] == (DESCRIBE, caption(specs[Path(conversation.path).name]))
         asked = {question for question, _ in conversation.turns[:-1]}
         assert asked == {question for question, _ in questions(specs[Path(conversation.path).name])}
+
+
+def test_every_question_has_one_kind_and_each_kind_answers_in_its_own_words() -> None:
+    answers: dict[str, set[str]] = {kind: set() for kind in QUESTION_KINDS}
+    for clip in (c for clips in plan_world(CONFIG).values() for c in clips):
+        for question, answer in questions(clip):
+            answers[question_kind(question)].add(answer)
+    assert all(answers.values()), "every kind is asked"
+    assert answers["colour"] <= set(COLOURS) and answers["shape"] <= set(SHAPES)
+    assert answers["count"] <= set(COUNT_WORDS.values()) and answers["action"] <= set(VERB.values())
+    assert all(a.startswith("it ") for a in answers["order"]) and all(" and the " in a for a in answers["swap"])
+    with pytest.raises(ValueError, match="not a question the demo world asks"):
+        question_kind("Is it raining?")
 
 
 def test_splits_render_on_demand_and_keep_what_exists(tmp_path: Path) -> None:

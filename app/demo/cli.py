@@ -14,7 +14,7 @@ from index.store import IndexStoreError
 from .generate import SPLITS, generate_world
 from .shipped import DEMO_HOME, MANIFEST, MODELS_DIR, MissingModelsError
 from .train import DemoTraining
-from .world import WorldConfig
+from .world import QUESTION_KINDS, WorldConfig
 
 app = typer.Typer(help="The demo: the full app offline, on a procedural world and models our own recipes trained. "
                        "Without a subcommand: prepare (first start only) and serve it.",
@@ -133,4 +133,9 @@ def _print_scores(rows: list[dict], as_json: bool) -> None:
         table.add_row(str(r["budget"]), r["sampling"], f"{r['gmacs']:.3f}", f"{r['text_to_video_r1']:.3f}",
                       f"{r['text_to_video_r5']:.3f}", f"{r['action_top1']:.3f}", f"{r['chat_accuracy']:.3f}",
                       str(r["clips"]), str(r["action_windows"]), str(r["questions"]))
-    Console().print(table)
+    kinds = [kind for kind in QUESTION_KINDS if any(kind in r["chat_by_kind"] for r in rows)]
+    by_kind = Table("budget", *kinds, title="chat accuracy per kind of question")
+    for r in rows:
+        by_kind.add_row(str(r["budget"]), *(f"{r['chat_by_kind'][k]:.3f}" if k in r["chat_by_kind"] else "-"
+                                            for k in kinds))
+    Console().print(table, by_kind)

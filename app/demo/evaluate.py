@@ -3,13 +3,14 @@
 - search: text->video R@1 / R@5 of every test caption among all the test clips (whole clips);
 - classify: action top-1 on every single-action clip and every action window of the chained clips;
 - chat: exact-match accuracy (case and final period aside) of greedy answers to every test question, each asked
-  as the first question about its clip.
+  as the first question about its clip; overall and per kind of question (colour, count, action, shape,
+  order, swap), since the kinds test different things (appearance, number, motion, sequence).
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,6 @@ import torch
 from tqdm import tqdm
 
 from chat import ChatModel, GenerationSettings, Session
-from chat.vision import VisionTower
 from encoder.budget import Plan, plan
 from encoder.checkpoint import load_model
 from encoder.evaluate import evaluate_classifier
@@ -27,6 +27,7 @@ from retrieval.dual_encoder import DualEncoder
 from retrieval.evaluate import evaluate_retrieval
 
 from .shipped import CLASSIFIER, DUAL_ENCODER, PROJECTOR, QUALITY_BARS, check_models
+from .world import QUESTION_KINDS, question_kind
 
 EVAL_BUDGETS = (128, 256)
 
@@ -42,6 +43,7 @@ class DemoScores:
     text_to_video_r5: float
     action_top1: float
     chat_accuracy: float
+    chat_by_kind: dict[str, float]  # accuracy per kind of question (world.QUESTION_KINDS)
     clips: int
     action_windows: int
     questions: int
@@ -82,12 +84,13 @@ def evaluate_demo(models: Path, world: Path, budgets: Sequence[int] = EVAL_BUDGE
         decoded.append((search_plan, retrieval, classified))
     scores = []
     for budget, (search_plan, retrieval, classified) in zip(budgets, decoded):
-        accuracy = chat_accuracy(models / PROJECTOR, budget, questions, progress)
+        chat = chat_accuracy(models / PROJECTOR, budget, questions, progress)
         scores.append(DemoScores(
             budget=budget, sampling=f"{search_plan.frames}x{search_plan.resolution}",
             gmacs=round(search_plan.est_gmacs, 3), text_to_video_r1=retrieval.plain.t2v.r1 / 100,
             text_to_video_r5=retrieval.plain.t2v.r5 / 100, action_top1=classified.top1,
-            chat_accuracy=accuracy, clips=retrieval.videos, action_windows=classified.videos,
+            chat_accuracy=chat.overall, chat_by_kind=chat.by_kind, clips=retrieval.videos,
+            action_windows=classified.videos,
             questions=sum(len(q) for q in questions.values())))
     return scores
 
@@ -104,23 +107,32 @@ def questions_by_clip(path: Path, root: Path, paths: set[str]) -> dict[str, list
     return grouped
 
 
+@dataclass(frozen=True)
+class ChatAccuracy:
+    overall: float
+    by_kind: dict[str, float]  # only the kinds asked
+
+
 @torch.no_grad()
 def chat_accuracy(projector: Path, budget: int, questions: dict[str, list[tuple[str, str]]], progress: bool,
-                  sampling: Plan | None = None) -> float:
+                  sampling: Plan | None = None) -> ChatAccuracy:
     """Exact-match accuracy of greedy answers, each question asked first about its clip; ``sampling``
     overrides the budget's plan (Token Optimization tries several)."""
     model = ChatModel.load(projector, budget=budget)
     if sampling is not None:
-        model.vision = VisionTower(model.vision.vit, budget, model.vision.tokens_per_frame, sampling)
+        model.vision = model.vision.at(budget, sampling)
     session = Session(model, GenerationSettings(max_new_tokens=24, temperature=0.0, repetition_penalty=1.0))
-    right = total = 0
+    right: Counter[str] = Counter()
+    total: Counter[str] = Counter()
     for clip, pairs in tqdm(questions.items(), desc=f"chat at {budget} tokens", unit="clip", disable=not progress):
         session.load_video(clip)
         for question, answer in pairs:
             session.reset()
-            right += normalise_answer(session.chat(question)) == normalise_answer(answer)
-            total += 1
-    return right / max(total, 1)
+            kind = question_kind(question)
+            right[kind] += normalise_answer(session.chat(question)) == normalise_answer(answer)
+            total[kind] += 1
+    by_kind = {kind: right[kind] / total[kind] for kind in QUESTION_KINDS if total[kind]}
+    return ChatAccuracy(sum(right.values()) / max(sum(total.values()), 1), by_kind)
 
 
 def scores_table(scores: Sequence[DemoScores]) -> list[dict[str, object]]:

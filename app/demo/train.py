@@ -4,8 +4,9 @@
 2. Flux-CLIP, stage 2 from scratch: the tiny FluxViT and a small open_clip text tower (``dual_encoder.pt``);
 3. Flux-FT from the Flux-CLIP vision tower: the 12-action classifier (``classifier.pt``);
 4. a byte-level BPE tokenizer and a small Qwen2 built for the demo's text, then the chat recipe training the
-   projector, the whole LM and the (Flux-FT) ViT on the world's conversations (``projector.safetensors`` +
-   ``projector-vision.pt`` + ``projector-llm/``);
+   projector, the whole LM and two ViTs (the Flux-FT one, and the Flux-CLIP one reading the same tokens) on the
+   world's conversations (``projector.safetensors`` + ``projector-vision.pt`` + ``projector-second-vision.pt``
+   + ``projector-llm/``);
 5. Token Optimization of each model on the validation split (:mod:`app.demo.tune`), ``fluxvid demo eval`` on
    the test split, and the files moved into the models folder with a manifest that records the command, seed,
    knobs, timings, choices and metrics.
@@ -39,7 +40,8 @@ from training.recipes.ft import FTConfig
 from .evaluate import EVAL_BUDGETS, evaluate_demo, scores_table
 from .generate import SPLITS, generate_world
 from .llm import build_llm, corpus
-from .shipped import CHAT_VISION, CLASSIFIER, DUAL_ENCODER, LLM, MANIFEST, MODELS_DIR, PROJECTOR, read_manifest
+from .shipped import (CHAT_SCENE_VISION, CHAT_VISION, CLASSIFIER, DUAL_ENCODER, LLM, MANIFEST, MODELS_DIR, PROJECTOR,
+                      read_manifest)
 from .tune import tune_models
 from .world import ACTIONS, WorldConfig
 
@@ -127,21 +129,28 @@ def ft_config(knobs: DemoTraining, world: Path, run: Path, vision: Path) -> dict
             "ft": {"class_names": list(ACTIONS), "label_smoothing": 0.1, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}}
 
 
-def chat_config(knobs: DemoTraining, world: Path, run: Path, vision: Path, llm: Path) -> dict[str, Any]:
-    """Projector, LM and ViT together on every training conversation (all of a clip's questions, shuffled):
-    a 0.6M-parameter ViT and an LM from scratch learn the questions end to end, not through frozen features.
-    Batches keep 128, 128, then 256 tokens of the same 8 frames, so the one projector serves both budgets and
-    the harder one (fewer tokens show shape and count less clearly) gets two turns in three: 1000 steps so
-    scored 0.824 / 0.848 at 128 / 256, against 0.784 / 0.818 with plain turns and 0.814 / 0.848 after 1500.
-    With the frame cache on, each clip is decoded once (``chat.cache_clips``, about 1 GB for 6000 clips)."""
+def chat_config(knobs: DemoTraining, world: Path, run: Path, vision: Path, scene_vision: Path, llm: Path
+                ) -> dict[str, Any]:
+    """Projector, LM and two ViTs together on every training conversation (all of a clip's questions,
+    shuffled): a 0.6M-parameter ViT and an LM from scratch learn the questions end to end, not through frozen
+    features. The Flux-FT ViT knows what happens but counts poorly; the Flux-CLIP ViT (``second_vision``,
+    reading the same kept tokens) counts well but tells actions apart poorly: with the first alone the chat
+    scored 0.782 / 0.778 at 128 / 256 tokens, with the second alone 0.615 / 0.559, with both (the second
+    frozen) 0.794 / 0.786, with both fine-tuned 0.802 / 0.816. The ViTs train at 0.3 of the lr (one ViT at
+    the full lr: 0.729 / 0.758); 16 pooled tokens per two-frame step (one ViT: 9 tokens at a tenth of the lr
+    0.760 / 0.796, 36 unpooled 0.747 / 0.723). Batches keep 128, 128, then 256 tokens of the same frames, so
+    the one projector serves both budgets and the harder one gets two turns in three. With the frame cache on,
+    each clip is decoded once (``chat.cache_clips``, about 2 GB for 6000 clips of 16 frames)."""
     config = _common(run, knobs.seed, knobs.chat_steps)
     del config["model_overrides"]  # the ViT comes with its config in the checkpoint
-    return {**config, "optim": {"lr": 2.0e-3, "min_lr": 1.0e-5, "weight_decay": 0.0, "warmup_steps": 50},
+    return {**config, "optim": {"lr": 2.0e-3, "min_lr": 1.0e-5, "weight_decay": 0.0, "warmup_steps": 50,
+                                "betas": [0.9, 0.95], "grad_clip": 1.0},
             "data": {"train": str(world / "train_chat.jsonl"), "root": str(world), "batch_size": knobs.batch_size,
                      "num_workers": knobs.workers},
-            "chat": {"llm": str(llm), "vision": str(vision), "budget": 256, "train_budgets": [128, 128, 256],
-                     "projector": "mlp2", "tokens_per_frame": 9, "train_llm": True, "train_vision": True,
-                     "max_length": 512, "cache_clips": knobs.cache_frames > 0}}
+            "chat": {"llm": str(llm), "vision": str(vision), "second_vision": str(scene_vision), "budget": 256,
+                     "train_budgets": [128, 128, 256], "projector": "mlp2", "tokens_per_frame": 16,
+                     "train_llm": True, "train_vision": True, "vision_lr_scale": 0.3, "max_length": 512,
+                     "cache_clips": knobs.cache_frames > 0}}
 
 
 def _stage(name: str, config: dict[str, Any], cls: type[TrainConfig], build: Callable, export: str,
@@ -161,13 +170,24 @@ def _stage(name: str, config: dict[str, Any], cls: type[TrainConfig], build: Cal
     return target
 
 
+def render_world(knobs: DemoTraining, work: Path, timings: dict[str, float], progress: bool = True) -> Path:
+    """The world in ``work/world``; its minutes are kept, as a stage's, for a re-run that finds it complete."""
+    marker, minutes = work / "world" / "world.json", work / "world_minutes.json"
+    before = marker.stat().st_mtime_ns if marker.exists() else None
+    started = time.monotonic()
+    world = generate_world(work / "world", knobs.world(), splits=SPLITS, progress=progress)
+    if marker.stat().st_mtime_ns != before:  # rendered now, not found complete
+        minutes.write_text(json.dumps(round((time.monotonic() - started) / 60, 2)))
+    if minutes.is_file():
+        timings["world"] = json.loads(minutes.read_text())
+    return world
+
+
 def train_demo(knobs: DemoTraining, work: Path, models: Path, command: str, progress: bool = True
                ) -> dict[str, Any]:
     """Every stage in ``work``; the shipped files and manifest in ``models``. Returns the manifest."""
-    started = time.monotonic()
     timings: dict[str, float] = {}
-    world = generate_world(work / "world", knobs.world(), splits=SPLITS, progress=progress)
-    timings["world"] = round((time.monotonic() - started) / 60, 2)
+    world = render_world(knobs, work, timings, progress)
     dual_path = _stage("clip", clip_config(knobs, world, work / "clip"), ClipConfig, build_clip, DUAL_ENCODER,
                        timings)
     vision = work / "clip_vision.pt"  # Flux-FT starts from it
@@ -178,15 +198,15 @@ def train_demo(knobs: DemoTraining, work: Path, models: Path, command: str, prog
     llm = work / "llm_init"
     if not (llm / "config.json").exists():
         build_llm(llm, corpus([world / "train_chat.jsonl"]), knobs.seed)
-    projector = _stage("chat", chat_config(knobs, world, work / "chat", classifier, llm), ChatConfig, build_chat,
-                       PROJECTOR, timings)  # the chat's eyes start from the action-tuned ViT
+    projector = _stage("chat", chat_config(knobs, world, work / "chat", classifier, vision, llm), ChatConfig,
+                       build_chat, PROJECTOR, timings)  # eyes from the action-tuned ViT and the caption-tuned one
     staging = models.with_name(models.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     DualEncoder.load(dual_path).save(staging / DUAL_ENCODER, dtype=torch.float16,  # half the size
                                      **DualEncoder.saved_metadata(dual_path))
     shutil.copy2(classifier, staging / CLASSIFIER)
-    for name in (PROJECTOR, CHAT_VISION):  # the projector names both beside it
+    for name in (PROJECTOR, CHAT_VISION, CHAT_SCENE_VISION):  # the projector names them beside it
         shutil.copy2(projector.parent / name, staging / name)
     shutil.copytree(projector.parent / LLM, staging / LLM)
     began = time.monotonic()

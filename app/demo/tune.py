@@ -67,7 +67,7 @@ def tune_models(models: Path, world: Path, budgets: Sequence[int], workers: int 
     questions = questions_by_clip(world / "val_qa.jsonl", world, {c.path for c in clips})
     chat_vit, metadata = load_model(models / CHAT_VISION)
     entries = _best(chat_vit.config, budgets, lambda p: chat_accuracy(models / PROJECTOR, p.budget, questions,
-                                                                      False, sampling=p))
+                                                                      False, sampling=p).overall)
     _rewrite(models / CHAT_VISION, chat_vit, metadata, entries)
     choices["chat"] = [dataclasses.asdict(e) for e in entries]
     return choices

@@ -270,6 +270,19 @@ def caption(spec: ClipSpec, action: ActionSpec | None = None) -> str:
     return sentence
 
 
+#: The kinds of question the world asks, by how each starts (``fluxvid demo eval`` scores the chat per kind).
+QUESTION_KINDS = {"colour": "What colour is the object that ", "count": "How many objects ", "action": "What does the ",
+                  "shape": "What shape is the ", "order": "What happens after the ", "swap": "Which objects swap "}
+
+
+def question_kind(question: str) -> str:
+    """The kind (a key of :data:`QUESTION_KINDS`) of one of the world's questions."""
+    kind = next((kind for kind, start in QUESTION_KINDS.items() if question.startswith(start)), None)
+    if kind is None:
+        raise ValueError(f"not a question the demo world asks: {question!r}")
+    return kind
+
+
 def questions(spec: ClipSpec) -> list[tuple[str, str]]:
     """Question/answer pairs the video answers: colour of the actor by its action, count, shape, order."""
     pairs = []

@@ -31,6 +31,9 @@ class ChatSection(Strict):
     llm: str = Field(description="LLM folder saved by transformers (or a hub id on an online machine)")
     vision: str = Field(description="FluxViT checkpoint file; a registered model name gives seeded random "
                                     "weights (smoke tests only)")
+    second_vision: str | None = Field(None, description="a second FluxViT checkpoint that encodes the tokens the "
+                                                        "first keeps; its features are concatenated to the "
+                                                        "first's (saved as <projector>-second-vision.pt)")
     budget: int = Field(1024, ge=1, description="vision token budget (the sampling follows its plan)")
     train_budgets: tuple[int, ...] = Field((), description="token counts the ViT keeps in training, one per "
                                                            "batch in turn, on budget's sampling (empty: budget's "
@@ -42,9 +45,10 @@ class ChatSection(Strict):
     lora_rank: int = Field(16, ge=1)
     train_llm: bool = Field(False, description="train the whole LLM too (a small LM taught one domain, as the "
                                                "demo's); it is saved as <projector>-llm beside the projector")
-    train_vision: bool = Field(False, description="fine-tune the ViT too, end to end (small models learning one "
-                                                  "domain); it is saved as <projector>-vision.pt beside it")
-    vision_lr_scale: float = Field(0.1, gt=0, le=1, description="with train_vision: the ViT's learning rate "
+    train_vision: bool = Field(False, description="fine-tune the ViT (and a second one) too, end to end (small "
+                                                  "models learning one domain); it is saved as "
+                                                  "<projector>-vision.pt beside it")
+    vision_lr_scale: float = Field(0.1, gt=0, le=1, description="with train_vision: the ViTs' learning rate "
                                                                 "relative to the projector's and the LLM's")
     max_length: int = Field(2048, ge=16, description="token limit of a sample; later turns beyond it are dropped")
     cache_clips: bool = Field(False, description="decode every sample's clip once and keep it in memory (uint8, "
@@ -113,13 +117,15 @@ class ChatRecipe(Recipe):
         super().__init__()
         self.cfg = cfg
         section = cfg.chat
-        self.vision = VisionTower(load_vision(section.vision, cfg.model), section.budget, section.tokens_per_frame)
+        second = load_vision(section.second_vision, cfg.model) if section.second_vision else None
+        self.vision = VisionTower(load_vision(section.vision, cfg.model), section.budget, section.tokens_per_frame,
+                                  second=second)
         llm, tokenizer = load_llm(section.llm, dtype=_llm_dtype(cfg.precision))
         self.tokenizer = tokenizer
         if section.train_llm:
             llm.requires_grad_(True)
         if section.train_vision:
-            self.vision.vit.requires_grad_(True)
+            self.vision.requires_grad_(True)
         self.frozen_prefixes = tuple(prefix for prefix, trained in (("vision.", section.train_vision),
                                                                     ("llm.", section.train_llm)) if not trained)
         if cfg.grad_checkpointing:
@@ -177,7 +183,8 @@ class ChatRecipe(Recipe):
     def export(self, path: str | Path) -> None:
         """Write the projector file (a folder gets ``projector.safetensors``) and, with LoRA, the adapter
         folder ``<name>-lora`` beside it; with ``train_llm``, the LLM and its tokenizer as ``<name>-llm``; with
-        ``train_vision``, the ViT as ``<name>-vision.pt``."""
+        ``train_vision``, the ViT as ``<name>-vision.pt``; a second ViT as ``<name>-second-vision.pt`` (so the
+        folder holds every model the projector reads)."""
         path = Path(path)
         if path.is_dir():
             path = path / PROJECTOR_FILE
@@ -195,10 +202,16 @@ class ChatRecipe(Recipe):
         if section.train_vision:
             vision = f"{path.stem}-vision.pt"
             save_checkpoint(self.vision.vit, path.parent / vision, recipe="chat", init=_source_name(section.vision))
+        second = None
+        if self.vision.second is not None:
+            second = f"{path.stem}-second-vision.pt"
+            save_checkpoint(self.vision.second, path.parent / second, recipe="chat",
+                            init=_source_name(str(section.second_vision)))
         info = ProjectorInfo(
             kind=section.projector, vision_dim=self.vision.dim, llm_dim=llm_dim(self.llm),
             vision=vision, vision_model=self.vision.vit.config.name,
             llm=llm, budget=section.budget, tokens_per_frame=section.tokens_per_frame, lora=lora,
+            second_vision=second,
         )
         save_projector(self.projector, info, path)
 
