@@ -296,6 +296,25 @@ def test_the_training_engine_runs_checkpoints_and_resumes_the_recipe(toy_chat: T
     assert read_projector_info(cfg.output_dir / "projector.safetensors").budget == BUDGET
 
 
+@pytest.mark.parametrize("train_llm", [False, True])
+def test_bf16_autocast_keeps_a_trained_llm_in_fp32_master_weights(
+        toy_chat: ToyChat, tmp_path: Path, train_llm: bool) -> None:
+    """Under bf16 a frozen LLM is stored in bf16 (half the memory); a trained one stays fp32, so AdamW's small
+    updates are not rounded away, and autocast still computes its matmuls in bf16."""
+    base = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train, train_llm=train_llm)
+    raw = base.model_dump(mode="json")
+    raw.update(precision="bf16", max_steps=4, epochs=10, log_every=1, save_every=100)
+    cfg = ChatConfig.model_validate(raw)
+    recipe, data = build_recipe(cfg), build_datasets(cfg)
+    assert {p.dtype for p in recipe.llm.parameters()} == {torch.float32 if train_llm else torch.bfloat16}
+    before = {n: p.detach().clone() for n, p in recipe.llm.named_parameters()}
+    Trainer(cfg, recipe, data.train, data.collate).fit()
+    losses = [json.loads(line)["loss"] for line in (cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    changed = [n for n, p in recipe.llm.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert bool(changed) == train_llm
+
+
 @pytest.mark.gpu
 def test_deterministic_cuda_runs_train_bit_identical_projectors(toy_chat: ToyChat, tmp_path: Path) -> None:
     """On CUDA in bf16 every kernel of the step (the LM's too) must have a deterministic version, or the run

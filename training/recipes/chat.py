@@ -95,7 +95,11 @@ def vision_config(cfg: ChatConfig) -> FluxViTConfig:
     return get_config(source)
 
 
-def _llm_dtype(precision: str) -> torch.dtype:
+def _llm_dtype(precision: str, trained: bool) -> torch.dtype:
+    """A frozen LLM is stored in the compute dtype (half the memory); a trained one stays fp32, so AdamW updates
+    full-precision master weights while autocast computes in bf16 / fp16."""
+    if trained:
+        return torch.float32
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
@@ -120,7 +124,7 @@ class ChatRecipe(Recipe):
         second = load_vision(section.second_vision, cfg.model) if section.second_vision else None
         self.vision = VisionTower(load_vision(section.vision, cfg.model), section.budget, section.tokens_per_frame,
                                   second=second)
-        llm, tokenizer = load_llm(section.llm, dtype=_llm_dtype(cfg.precision))
+        llm, tokenizer = load_llm(section.llm, dtype=_llm_dtype(cfg.precision, section.train_llm))
         self.tokenizer = tokenizer
         if section.train_llm:
             llm.requires_grad_(True)
