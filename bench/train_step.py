@@ -3,10 +3,9 @@
 Builds each stage's recipe from the demo's own config (``app.demo.train``), then times whole optimizer steps
 (forward, backward, AdamW) on one batch of 32: Flux-CLIP and Flux-FT at each frame count of the demo's grid, at
 84 px (their flexible batches draw them all), and the chat on 32 real conversations of a small rendered world,
-with the shipped LM. Pixels are random for the ViT stages: the step's cost does not depend on them. Each stage
-runs at its config's precision (``precision: bf16`` autocasts on a CPU too; every demo stage is fp32 there).
-Reports the median and the fastest of ``--steps`` timed steps after two warm-up steps, and the stage's steps
-per minute at the median.
+with the shipped LM. Pixels are random for the ViT stages: the step's cost does not depend on them. Reports the
+median and the fastest of ``--steps`` timed steps after two warm-up steps, and the stage's steps per minute at
+the median.
 
     python bench/train_step.py                 # about two minutes on 2 cores
     python bench/train_step.py --device cuda   # bf16 autocast, as the engine's ``precision: auto`` on a GPU
@@ -44,13 +43,11 @@ WARMUP = 2  # untimed steps first: allocator and kernel selection
 
 
 def time_steps(recipe: torch.nn.Module, batch: dict[str, Any], steps: int, device: torch.device) -> list[float]:
-    """Seconds per optimizer step, after ``WARMUP`` untimed steps, sorted. The step runs under bf16 autocast
-    where the stage's config trains so (every stage on CUDA, as ``precision: auto``), and on CUDA each timing
-    ends with a synchronize, so it counts the kernels and not just their launch."""
+    """Seconds per optimizer step, after ``WARMUP`` untimed steps, sorted. On CUDA the step runs under bf16
+    autocast and each timing ends with a synchronize, so it counts the kernels and not just their launch."""
     recipe.train().to(device)
     batch = to_device(batch, device)
-    bf16 = device.type == "cuda" or recipe.cfg.precision == "bf16"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     optimizer = torch.optim.AdamW([p for p in recipe.parameters() if p.requires_grad], lr=1e-5)
     times = []
     for i in range(steps + WARMUP):
@@ -101,7 +98,7 @@ def chat_row(world: Path, steps: int, device: torch.device) -> dict[str, Any]:
     data = build_datasets(cfg)
     batch = data.collate([data.train[i] for i in range(BATCH)])
     frames = batch["video"].shape[2]
-    return row(f"chat, {frames} frames, {cfg.precision}", time_steps(build_chat(cfg), batch, steps, device))
+    return row(f"chat, {frames} frames", time_steps(build_chat(cfg), batch, steps, device))
 
 
 def main() -> None:
