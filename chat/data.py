@@ -138,7 +138,8 @@ class _DecodeOnce(Dataset):
 
 
 class InstructionDataset(Dataset):
-    """Samples as ``{"video": [3, T, S, S], "input_ids": [L], "labels": [L]}`` (labels only on answers).
+    """Samples as ``{"video": [3, T, S, S], "input_ids": [L], "labels": [L], "sample": index}`` (labels only on
+    answers; the index lets a recipe keep per-sample results).
 
     Indexed by an int or by anything with an ``index`` (the engine's ``SampleKey``); the sampling always
     follows ``plan``, since the chat model works at one budget. A sample longer than ``max_length`` tokens
@@ -200,7 +201,7 @@ class InstructionDataset(Dataset):
                 log.warning("skipping %s", reason)
                 return SkippedVideo(index, sample.path, reason)
             turns = turns[:-1]
-        return {"video": video, "input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        return {"video": video, "input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "sample": index}
 
 
 class InstructionCollate:
@@ -227,4 +228,5 @@ class InstructionCollate:
             input_ids[row, :size], labels[row, :size], attention_mask[row, :size] = \
                 item["input_ids"], item["labels"], 1
         return {"video": torch.stack([item["video"] for item in good]), "input_ids": input_ids, "labels": labels,
-                "attention_mask": attention_mask, "skipped": skipped}
+                "attention_mask": attention_mask, "sample": torch.tensor([item["sample"] for item in good]),
+                "skipped": skipped}

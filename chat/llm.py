@@ -7,6 +7,7 @@ an added special token, which is never embedded (its positions receive the video
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 from tokenizers import AddedToken
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase,
+                          PreTrainedTokenizerFast)
 
 from .errors import ChatError, LLMNotFoundError
 
@@ -59,10 +61,25 @@ def _load(kind: str, source: str, loader: Any, **kwargs: Any) -> Any:
         raise LLMNotFoundError(f"cannot load the {kind} of LLM {source!r} from {where}: {first}") from None
 
 
+#: what ``tokenizer_config.json`` names for a tokenizer saved as a plain ``tokenizers`` pipeline
+_PLAIN_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def _tokenizer_loader(source: str) -> Any:
+    """AutoTokenizer, except for a local folder whose tokenizer is saved as a plain ``tokenizers`` pipeline:
+    there AutoTokenizer would rebuild it as the model type's class (a Qwen2 folder's as Qwen2Tokenizer, with
+    Qwen2's pre-tokenizer in place of the saved one), so a tokenizer trained with its own split (the demo's)
+    would read text differently from how it was trained."""
+    config = Path(source) / "tokenizer_config.json"
+    if config.is_file() and json.loads(config.read_text()).get("tokenizer_class") in _PLAIN_TOKENIZER_CLASSES:
+        return PreTrainedTokenizerFast.from_pretrained
+    return AutoTokenizer.from_pretrained
+
+
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The LLM's tokenizer with the video placeholder as one special token; it must have a chat template."""
     source = resolve_llm(name_or_path)
-    return prepare_tokenizer(_load("tokenizer", source, AutoTokenizer.from_pretrained), source)
+    return prepare_tokenizer(_load("tokenizer", source, _tokenizer_loader(source)), source)
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> PreTrainedTokenizerBase:

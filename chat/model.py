@@ -27,7 +27,7 @@ class ChatModel:
         self, vision: VisionTower, projector: Projector, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         info: ProjectorInfo, vision_name: str, llm_name: str,
     ) -> None:
-        info.check_fits(vision.dim, llm_dim(llm), vision_name, llm_name)
+        info.check_fits(vision.dim, llm_dim(llm), vision_name, llm_name, vision.summary_dim)
         self.vision, self.projector, self.llm, self.tokenizer = vision, projector.eval(), llm.eval(), tokenizer
         self.info, self.vision_name, self.llm_name = info, vision_name, llm_name
         self.video_id = video_token_id(tokenizer)
@@ -48,7 +48,8 @@ class ChatModel:
         if info.lora:
             language_model = load_lora(language_model, Path(projector).parent / info.lora)
         second = load_vision(beside(projector, info.second_vision), info.vision_model) if info.second_vision else None
-        tower = VisionTower(vit, budget or info.budget, info.tokens_per_frame, second=second)
+        tower = VisionTower(vit, budget or info.budget, info.tokens_per_frame, second=second,
+                            summary=info.summary_dim > 0)
         return cls(tower, proj, language_model, tokenizer, info, vision_name, llm_name).to(device)
 
     def to(self, device: str | torch.device) -> "ChatModel":

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .errors import ProjectorError
+from .features import VisionFeatures
 
 ProjectorKind = Literal["linear", "mlp2"]
 PROJECTOR_KINDS: tuple[str, ...] = ("linear", "mlp2")
@@ -27,22 +28,36 @@ PROJECTOR_FILE = "projector.safetensors"  # the file name a projector gets in a 
 _METADATA_KEY = "fluxvid_projector"
 
 
-class Projector(nn.Module):
-    """ViT token features ``[..., vision_dim]`` -> LLM input embeddings ``[..., llm_dim]``."""
+def _mlp(kind: str, in_dim: int, out_dim: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
-    def __init__(self, kind: ProjectorKind, vision_dim: int, llm_dim: int) -> None:
+
+class Projector(nn.Module):
+    """ViT features -> LLM input embeddings: tokens ``[B, N, vision_dim]`` -> ``[B, N, llm_dim]``, and with
+    ``summary_dim`` the ViTs' attention-pooled features ``[B, summary_dim]`` -> one more embedding after them
+    (through a net of its own: they live in another space than the tokens)."""
+
+    def __init__(self, kind: ProjectorKind, vision_dim: int, llm_dim: int, summary_dim: int = 0) -> None:
         super().__init__()
         if kind not in PROJECTOR_KINDS:
             raise ProjectorError(f"unknown projector kind {kind!r}; choose one of {list(PROJECTOR_KINDS)}")
-        self.kind, self.vision_dim, self.llm_dim = kind, vision_dim, llm_dim
+        self.kind, self.vision_dim, self.llm_dim, self.summary_dim = kind, vision_dim, llm_dim, summary_dim
         self.norm = nn.LayerNorm(vision_dim)
-        if kind == "linear":
-            self.net: nn.Module = nn.Linear(vision_dim, llm_dim)
-        else:
-            self.net = nn.Sequential(nn.Linear(vision_dim, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim))
+        self.net = _mlp(kind, vision_dim, llm_dim)
+        if summary_dim:
+            self.summary_norm = nn.LayerNorm(summary_dim)
+            self.summary = _mlp(kind, summary_dim, llm_dim)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net(self.norm(features.to(self.norm.weight.dtype)))
+    def forward(self, features: VisionFeatures) -> torch.Tensor:
+        tokens = self.net(self.norm(features.tokens.to(self.norm.weight.dtype)))
+        if not self.summary_dim:
+            return tokens
+        if features.summary is None:
+            raise ProjectorError("this projector reads a summary of the clip, but the vision tower gave none")
+        summary = self.summary(self.summary_norm(features.summary.to(self.norm.weight.dtype)))
+        return torch.cat([tokens, summary[:, None]], dim=1)
 
 
 @dataclass(frozen=True)
@@ -59,12 +74,15 @@ class ProjectorInfo:
     tokens_per_frame: int | None
     lora: str | None = None  # LoRA adapter folder, relative to the projector file
     second_vision: str | None = None  # a FluxViT whose features follow the first's (chat.vision), like ``vision``
+    summary_dim: int = 0  # the pooled features' size when the video ends with a summary embedding (0: none)
 
-    def check_fits(self, vision_dim: int, llm_dim: int, vision: str, llm: str) -> None:
+    def check_fits(self, vision_dim: int, llm_dim: int, vision: str, llm: str, summary_dim: int = 0) -> None:
         """Raise :class:`ProjectorError` when the ViT or LLM in use has other feature sizes."""
         problems = []
         if vision_dim != self.vision_dim:
             problems.append(f"it takes {self.vision_dim}-d vision features but the ViT {vision} gives {vision_dim}-d")
+        if summary_dim != self.summary_dim:
+            problems.append(f"it takes a {self.summary_dim}-d summary but the ViT {vision} gives {summary_dim}-d")
         if llm_dim != self.llm_dim:
             problems.append(f"it outputs {self.llm_dim}-d embeddings but the LLM {llm} takes {llm_dim}-d")
         if problems:
@@ -113,7 +131,7 @@ def read_projector_info(path: str | Path) -> ProjectorInfo:
 def load_projector(path: str | Path) -> tuple[Projector, ProjectorInfo]:
     """The projector (eval mode, fp32) and its :class:`ProjectorInfo`."""
     info = read_projector_info(path)
-    projector = Projector(info.kind, info.vision_dim, info.llm_dim)  # type: ignore[arg-type]
+    projector = Projector(info.kind, info.vision_dim, info.llm_dim, info.summary_dim)  # type: ignore[arg-type]
     state = load_file(str(path))
     try:
         projector.load_state_dict(state)

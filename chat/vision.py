@@ -17,6 +17,7 @@ from torch import nn
 from encoder import FluxViT, Plan, create_model, list_models, load_model, plan
 
 from .errors import ChatError
+from .features import VisionFeatures
 
 #: the seed of the weights a registered name gets when no checkpoint is given (tests and demos only)
 RANDOM_VIT_SEED = 0
@@ -84,11 +85,11 @@ def check_tokens_per_frame(model_plan: Plan, patch_size: int, tokens_per_frame: 
                         f"budget {model_plan.budget} samples {model_plan.resolution}px = {patches}x{patches} patches")
 
 
-def video_token_count(model_plan: Plan, tubelet_size: int, tokens_per_frame: int | None) -> int:
-    """How many embeddings one clip sends to the LLM."""
-    if tokens_per_frame is None:
-        return model_plan.tokens
-    return model_plan.frames // tubelet_size * tokens_per_frame
+def video_token_count(model_plan: Plan, tubelet_size: int, tokens_per_frame: int | None, summary: bool = False
+                      ) -> int:
+    """How many embeddings one clip sends to the LLM (a summary is one more)."""
+    tokens = model_plan.tokens if tokens_per_frame is None else model_plan.frames // tubelet_size * tokens_per_frame
+    return tokens + summary
 
 
 def check_second_vision(vit: FluxViT, second: FluxViT) -> None:
@@ -101,12 +102,13 @@ def check_second_vision(vit: FluxViT, second: FluxViT) -> None:
 
 
 class VisionTower(nn.Module):
-    """A FluxViT at one budget: video ``[B, 3, T, H, W]`` -> features ``[B, N, C]`` (CLS dropped). Frozen,
-    unless a recipe makes its parameters trainable (``chat.train_vision``): then gradients flow through it.
-    ``second`` encodes the tokens the first kept; its features follow the first's channels."""
+    """A FluxViT at one budget: video ``[B, 3, T, H, W]`` -> :class:`VisionFeatures`: tokens ``[B, N, C]``
+    (CLS dropped) and, with ``summary``, the attention-pooled features ``[B, S]``. Frozen, unless a recipe makes
+    its parameters trainable (``chat.train_vision``): then gradients flow through it. ``second`` encodes the
+    tokens the first kept; its features follow the first's channels."""
 
     def __init__(self, vit: FluxViT, budget: int, tokens_per_frame: int | None = None,
-                 sampling: Plan | None = None, second: FluxViT | None = None) -> None:
+                 sampling: Plan | None = None, second: FluxViT | None = None, summary: bool = False) -> None:
         """``sampling`` overrides the plan the ViT's Token Optimization table gives ``budget``."""
         super().__init__()
         self.vit = vit
@@ -116,20 +118,28 @@ class VisionTower(nn.Module):
         if second is not None:
             check_second_vision(vit, second)
         self.second = second
+        self.summary = summary
 
     def at(self, budget: int, sampling: Plan | None = None) -> "VisionTower":
         """The same models at another budget (or sampling), sharing their weights."""
-        return VisionTower(self.vit, budget, self.tokens_per_frame, sampling, self.second)
+        return VisionTower(self.vit, budget, self.tokens_per_frame, sampling, self.second, self.summary)
+
+    def _models(self) -> list[FluxViT]:
+        return [self.vit] + ([self.second] if self.second is not None else [])
 
     @property
     def dim(self) -> int:
-        return self.vit.config.embed_dim + (self.second.config.embed_dim if self.second is not None else 0)
+        return sum(model.config.embed_dim for model in self._models())
+
+    @property
+    def summary_dim(self) -> int:
+        return sum(model.config.clip_embed_dim for model in self._models()) if self.summary else 0
 
     @property
     def num_tokens(self) -> int:
-        return video_token_count(self.plan, self.vit.config.tubelet_size, self.tokens_per_frame)
+        return video_token_count(self.plan, self.vit.config.tubelet_size, self.tokens_per_frame, self.summary)
 
-    def forward(self, video: torch.Tensor, keep_tokens: int | None = None) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, keep_tokens: int | None = None) -> VisionFeatures:
         """``keep_tokens``: keep this many instead of the plan's (chat training at several budgets)."""
         expected = (self.plan.frames, self.plan.resolution, self.plan.resolution)
         if video.ndim != 5 or tuple(video.shape[2:]) != expected:
@@ -138,10 +148,11 @@ class VisionTower(nn.Module):
         trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         with torch.set_grad_enabled(trains):
             out = self.vit.encode(video, keep_tokens=keep_tokens or self.plan.keep_tokens)
-            tokens = out.tokens[:, 1:]
+            tokens, pooled = out.tokens[:, 1:], out.pooled
             if self.second is not None:
-                seen = self.second.encode(video, positions=out.positions).tokens[:, 1:]
-                tokens = torch.cat([tokens, seen.to(tokens.dtype)], dim=-1)
-        if self.tokens_per_frame is None:
-            return tokens
-        return pool_per_frame(tokens, out.positions, out.grid, self.tokens_per_frame)
+                seen = self.second.encode(video, positions=out.positions)
+                tokens = torch.cat([tokens, seen.tokens[:, 1:].to(tokens.dtype)], dim=-1)
+                pooled = torch.cat([pooled, seen.pooled.to(pooled.dtype)], dim=-1)
+        if self.tokens_per_frame is not None:
+            tokens = pool_per_frame(tokens, out.positions, out.grid, self.tokens_per_frame)
+        return VisionFeatures(tokens, pooled if self.summary else None)

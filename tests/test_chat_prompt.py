@@ -10,6 +10,7 @@ from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from chat import ChatModel, GenerationSettings, Projector, ProjectorInfo, Session, load_projector, save_projector
 from chat.errors import ChatError, LLMNotFoundError, ProjectorError
+from chat.features import VisionFeatures
 from chat.llm import VIDEO_TOKEN, load_llm, prepare_tokenizer, video_token_id
 from chat.prompt import VideoContext, build_messages, encode_conversation, encode_prompt, expand_video, splice_video
 from chat.vision import VisionTower, pool_per_frame
@@ -132,9 +133,9 @@ def test_token_count_follows_the_budget_and_pooling() -> None:
         sampling = plan(budget, vit.config)
         assert tower.num_tokens == sampling.tokens == budget
         video = torch.randn(1, 3, sampling.frames, sampling.resolution, sampling.resolution)
-        assert tower(video).shape == (1, budget, 96)
+        assert tower(video).tokens.shape == (1, budget, 96) and tower(video).summary is None
         pooled = VisionTower(vit, budget, tokens_per_frame=16)
-        assert pooled.num_tokens == sampling.frames * 16 and pooled(video).shape == (1, sampling.frames * 16, 96)
+        assert pooled.num_tokens == sampling.frames * 16 and pooled(video).tokens.shape == (1, sampling.frames * 16, 96)
     with pytest.raises(ChatError, match="square number"):
         VisionTower(vit, 128, tokens_per_frame=10)
     with pytest.raises(ChatError, match="at least 8x8 patches"):
@@ -151,17 +152,47 @@ def test_a_second_vit_encodes_the_tokens_the_first_kept_and_follows_its_channels
     video = torch.randn(2, 3, sampling.frames, sampling.resolution, sampling.resolution)
     alone, both = VisionTower(first, budget), VisionTower(first, budget, second=second)
     assert both.dim == 192 and both.num_tokens == alone.num_tokens
-    features = both(video)
-    torch.testing.assert_close(features[..., :96], alone(video))
+    features = both(video).tokens
+    torch.testing.assert_close(features[..., :96], alone(video).tokens)
     kept = first.encode(video, keep_tokens=sampling.keep_tokens).positions
     own = second.encode(video, keep_tokens=sampling.keep_tokens).positions
     assert not torch.equal(kept, own)  # left to itself the second ViT would keep other tokens
     torch.testing.assert_close(features[..., 96:], second.encode(video, positions=kept).tokens[:, 1:])
     smaller = both.at(64)
     assert smaller.second is second and smaller.plan.budget == 64 and smaller(video[:, :, :smaller.plan.frames]
-                                                                               ).shape[-1] == 192
+                                                                               ).tokens.shape[-1] == 192
     with pytest.raises(ChatError, match="same tokens"):
         VisionTower(first, budget, second=create_model("fluxvit_tiny_patch14", tubelet_size=2))
+
+
+def test_a_summary_ends_the_video_with_both_vits_pooled_features(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    first, second = create_model("fluxvit_tiny_patch14").eval(), create_model("fluxvit_tiny_patch14").eval()
+    budget = 128
+    sampling = plan(budget, first.config)
+    video = torch.randn(2, 3, sampling.frames, sampling.resolution, sampling.resolution)
+    plain = VisionTower(first, budget, tokens_per_frame=16, second=second)
+    tower = VisionTower(first, budget, tokens_per_frame=16, second=second, summary=True)
+    assert (tower.num_tokens, tower.summary_dim, plain.summary_dim) == (plain.num_tokens + 1, 256, 0)
+    assert tower.at(64).summary and tower.at(64).num_tokens == plain.at(64).num_tokens + 1
+    features = tower(video)
+    torch.testing.assert_close(features.tokens, plain(video).tokens)
+    out = first.encode(video, keep_tokens=sampling.keep_tokens)
+    torch.testing.assert_close(features.summary, torch.cat([out.pooled, second.encode(video, positions=out.positions
+                                                                                      ).pooled], dim=-1))
+    projector = Projector("mlp2", 192, 64, summary_dim=256)
+    embeds = projector(features)
+    assert embeds.shape == (2, tower.num_tokens, 64)
+    torch.testing.assert_close(embeds[:, :-1], projector.net(projector.norm(features.tokens)))
+    torch.testing.assert_close(embeds[:, -1], projector.summary(projector.summary_norm(features.summary)))
+    with pytest.raises(ProjectorError, match="gave none"):
+        projector(plain(video))
+    info = ProjectorInfo("mlp2", 192, 64, "vit.pt", "fluxvit_tiny_patch14", "llm", 128, 16, summary_dim=256)
+    loaded, loaded_info = load_projector(save_projector(projector, info, tmp_path / "p.safetensors"))
+    assert loaded_info.summary_dim == 256
+    torch.testing.assert_close(loaded(features), embeds)
+    with pytest.raises(ProjectorError, match="takes a 256-d summary but the ViT v.pt gives 0-d"):
+        info.check_fits(192, 64, "v.pt", "llm", summary_dim=0)
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp2"])
@@ -171,7 +202,7 @@ def test_projector_round_trip(tmp_path: Path, kind: str) -> None:
     path = save_projector(projector, info, tmp_path / "p.safetensors")
     loaded, loaded_info = load_projector(path)
     assert loaded_info == info and not list(tmp_path.glob("*.tmp"))
-    features = torch.randn(2, 5, 96)
+    features = VisionFeatures(torch.randn(2, 5, 96))
     torch.testing.assert_close(loaded(features), projector(features))
     with pytest.raises(ProjectorError, match="unknown projector kind"):
         Projector("conv", 96, 64)

@@ -110,24 +110,31 @@ def test_end_to_end_training_ships_the_llm_and_the_vit_beside_the_projector(
         load_config(_yaml(tmp_path, cfg, lora=True), ChatConfig)
 
 
-@pytest.mark.parametrize("train_vision", [False, True])
+@pytest.mark.parametrize("train_vision", [False, True, "second"])
 def test_a_second_vit_trains_with_the_first_and_ships_beside_the_projector(
-        toy_chat: ToyChat, tmp_path: Path, train_vision: bool) -> None:
+        toy_chat: ToyChat, tmp_path: Path, train_vision: bool | str) -> None:
     cfg = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train, train_vision=train_vision,
                       second_vision=str(toy_chat.vit))
-    initial = {n: p.detach().clone() for n, p in build_recipe(cfg).vision.second.named_parameters()}
+    start = build_recipe(cfg).vision
+    initial = {part: {n: p.detach().clone() for n, p in vit.named_parameters()}
+               for part, vit in (("first", start.vit), ("second", start.second))}
     recipe, losses = train_projector(cfg, steps=2)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert recipe.projector.vision_dim == 192
+    trains = {"first": train_vision is True, "second": bool(train_vision)}
+    for part, vit in (("first", recipe.vision.vit), ("second", recipe.vision.second)):
+        assert all(p.requires_grad == trains[part] for p in vit.parameters()), part
+        assert any(not torch.equal(initial[part][n], p) for n, p in vit.named_parameters()) == trains[part], part
+    assert recipe.frozen_prefixes == {False: ("vision.", "llm."), True: ("llm.",),
+                                      "second": ("vision.vit.", "llm.")}[train_vision]
     source = {n: p.detach().clone() for n, p in recipe.vision.second.named_parameters()}
-    assert all(p.requires_grad == train_vision for p in recipe.vision.second.parameters())
-    assert any(not torch.equal(initial[n], p) for n, p in source.items()) == train_vision
     recipe.export(tmp_path)
     info = read_projector_info(tmp_path / "projector.safetensors")
     assert (info.vision_dim, info.second_vision) == (192, "projector-second-vision.pt")
+    assert info.vision == ("projector-vision.pt" if trains["first"] else str(toy_chat.vit.resolve()))
     moved = tmp_path / "moved"
     moved.mkdir()
-    for name in ("projector.safetensors", "projector-second-vision.pt") + (("projector-vision.pt",) * train_vision):
+    for name in ("projector.safetensors", "projector-second-vision.pt") + (("projector-vision.pt",) * trains["first"]):
         (tmp_path / name).rename(moved / name)
     model = ChatModel.load(moved / "projector.safetensors")
     assert model.vision.dim == 192
@@ -136,6 +143,13 @@ def test_a_second_vit_trains_with_the_first_and_ships_beside_the_projector(
     session = Session(model, GREEDY)
     session.load_video(toy_chat.held_out[0][0])
     assert isinstance(session.chat(QUESTION), str)
+
+
+def test_training_the_second_vit_alone_needs_one(toy_chat: ToyChat, tmp_path: Path) -> None:
+    config = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train).model_dump(mode="json")
+    config["chat"]["train_vision"] = "second"
+    with pytest.raises(ValueError, match="chat.second_vision is not set"):
+        ChatConfig.model_validate(config)
 
 
 def _yaml(tmp_path: Path, cfg: ChatConfig, **chat: object) -> Path:
@@ -217,6 +231,36 @@ def test_cached_clips_give_the_same_items_and_never_decode_again(toy_chat: ToyCh
         assert got["video"].dtype == torch.float32 and torch.equal(got["video"], want["video"])
         assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(got["labels"], want["labels"])
     assert "0.5" in cached.tokenizer.decode(cached[1]["input_ids"])  # the window's context comes from the cache too
+
+
+def test_cached_features_are_the_vits_own_and_spare_the_vit_its_forward(toy_chat: ToyChat) -> None:
+    settings = {"train_budgets": [BUDGET, 48], "summary_token": True}
+    cfg = chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train, cache_features=True, **settings)
+    recipe, data = build_recipe(cfg), build_datasets(cfg)
+    plain = build_recipe(chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train, **settings))
+    first, later = data.collate([data.train[i] for i in range(4)]), data.collate([data.train[i] for i in (2, 5, 3)])
+    assert first["sample"].tolist() == [0, 1, 2, 3]
+    recipe.train(), plain.train()
+    with torch.no_grad():
+        for _ in (BUDGET, 48):  # the batches take turns: 128 tokens, then 48
+            assert torch.allclose(recipe(first)[0], plain(first)[0], atol=1e-6)
+        assert set(recipe._features) == {(s, k) for s in range(4) for k in (BUDGET, 48)}
+        blank = {**later, "video": torch.zeros_like(later["video"])}  # cached rows must ignore the pixels now
+        cached, direct = recipe._vision_features(blank, BUDGET), plain.vision(later["video"], BUDGET)
+        for got, want in zip(cached, direct):  # the tokens, then the summary
+            assert torch.allclose(got[[0, 2]], want[[0, 2]], atol=1e-6)  # samples 2 and 3: from the cache
+            assert not torch.allclose(got[1], want[1], atol=1e-3)  # sample 5 is new: encoded from its blank pixels
+        alone = plain.vision(blank["video"][1:2], BUDGET)
+        assert torch.equal(cached.tokens[1], alone.tokens[0]) and torch.equal(cached.summary[1], alone.summary[0])
+        recipe.eval()
+        assert torch.allclose(recipe(blank)[0], plain.eval()(blank)[0], atol=1e-6), "outside training: no cache"
+
+
+def test_features_are_cached_only_for_frozen_vits(toy_chat: ToyChat, tmp_path: Path) -> None:
+    config = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train).model_dump(mode="json")
+    config["chat"].update(cache_features=True, train_vision=True)
+    with pytest.raises(ValueError, match="chat.cache_features.*chat.train_vision"):
+        ChatConfig.model_validate(config)
 
 
 def test_the_chat_rejects_random_frame_caching(toy_chat: ToyChat, tmp_path: Path) -> None:

@@ -11,19 +11,25 @@ import json
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from chat.llm import QWEN_CHAT_TEMPLATE, prepare_tokenizer
 from chat.prompt import DEFAULT_SYSTEM_PROMPT, VideoContext
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|video_pad|>"]
+# GPT-2's split into words, numbers and punctuation, with one piece added first: a decimal number with the
+# prompt's "s," after it ("0.4s,") stays whole, so BPE learns frame times as single tokens. The 16 frame times
+# were half of a prompt's text at 5-6 tokens each, and the LM's attention grows with the square of the length.
+PIECES = r"""\s?\d+\.\d+(?:s,?)?|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-def corpus(conversation_files: list[Path]) -> list[str]:
-    """Every text the model will read or write: system prompts, video descriptions, questions, answers."""
+def corpus(conversation_files: list[Path], durations: list[float]) -> list[str]:
+    """Every text the model will read or write: system prompts, video descriptions (one per training clip's
+    duration, with its 16 frame times, so the frame times the prompts carry get tokens of their own),
+    questions, answers."""
     texts = [DEFAULT_SYSTEM_PROMPT, "You are a helpful assistant.", "system user assistant"]
-    texts += [VideoContext(d / 2, tuple(round(i * d / 16, 1) for i in range(8))).describe() for d in range(4, 40)]
+    texts += [VideoContext(d, tuple(round((i + 0.5) * d / 16, 1) for i in range(16))).describe() for d in durations]
     texts += [VideoContext(12.0, (1.0, 2.0), start=s / 2, end=s / 2 + 3).describe() for s in range(20)]
     for path in conversation_files:
         for line in path.read_text().splitlines():
@@ -31,9 +37,10 @@ def corpus(conversation_files: list[Path]) -> list[str]:
     return texts
 
 
-def build_tokenizer(texts: list[str], folder: Path, vocab_size: int = 640) -> PreTrainedTokenizerFast:
+def build_tokenizer(texts: list[str], folder: Path, vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(PIECES), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())

@@ -9,13 +9,14 @@ writes the projector file (and the LoRA adapter folder next to it) that ``fluxvi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from chat.data import InstructionCollate, InstructionDataset, read_instructions
+from chat.features import VisionFeatures
 from chat.llm import add_lora, decoder_and_head, llm_dim, load_llm, load_tokenizer, video_token_id
 from chat.projector import PROJECTOR_FILE, Projector, ProjectorInfo, ProjectorKind, save_projector
 from chat.prompt import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, splice_video
@@ -41,18 +42,26 @@ class ChatSection(Strict):
     projector: ProjectorKind = Field("linear", description="linear (the paper's) or mlp2 (two-layer GELU)")
     tokens_per_frame: int | None = Field(None, ge=1, description="pool each frame to this square count; "
                                                                   "None sends every kept token")
+    summary_token: bool = Field(False, description="end the video with one more embedding: the ViTs' "
+                                                   "attention-pooled features (what the classifier and the CLIP "
+                                                   "head read), through a projector net of its own")
     lora: bool = False
     lora_rank: int = Field(16, ge=1)
     train_llm: bool = Field(False, description="train the whole LLM too (a small LM taught one domain, as the "
                                                "demo's); it is saved as <projector>-llm beside the projector")
-    train_vision: bool = Field(False, description="fine-tune the ViT (and a second one) too, end to end (small "
-                                                  "models learning one domain); it is saved as "
-                                                  "<projector>-vision.pt beside it")
+    train_vision: bool | Literal["second"] = Field(False, description="fine-tune the ViT (and a second one) too, "
+                                                                      "end to end (small models learning one "
+                                                                      "domain), saved as <projector>-vision.pt "
+                                                                      "beside it; 'second': only the second ViT")
     vision_lr_scale: float = Field(0.1, gt=0, le=1, description="with train_vision: the ViTs' learning rate "
                                                                 "relative to the projector's and the LLM's")
     max_length: int = Field(2048, ge=16, description="token limit of a sample; later turns beyond it are dropped")
     cache_clips: bool = Field(False, description="decode every sample's clip once and keep it in memory (uint8, "
                                                  "T x S x S x 3 bytes a sample); the same batches, less CPU")
+    cache_features: bool = Field(False, description="frozen ViTs only: keep each training sample's features (the "
+                                                    "ViTs' output at each token count it is trained at) in memory "
+                                                    "after the first time it is encoded; the same batches, without "
+                                                    "the ViTs' forward from the second epoch on")
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
 
 
@@ -76,6 +85,11 @@ class ChatConfig(TrainConfig):
         if self.data.cache_frames:
             raise ValueError("data.cache_frames draws frames at random, as Flux-UMT / FT / CLIP sample; the chat "
                              "always samples the same frames: set chat.cache_clips: true instead")
+        if self.chat.train_vision == "second" and self.chat.second_vision is None:
+            raise ValueError("chat.train_vision: second fine-tunes the second ViT, but chat.second_vision is not set")
+        if self.chat.cache_features and self.chat.train_vision:
+            raise ValueError("chat.cache_features keeps frozen ViTs' features; with chat.train_vision they change "
+                             "every step: turn one of them off")
         if self.chat.lora and self.chat.train_llm:
             raise ValueError("chat.lora and chat.train_llm exclude each other: train_llm already trains every "
                              "LLM weight")
@@ -123,23 +137,26 @@ class ChatRecipe(Recipe):
         section = cfg.chat
         second = load_vision(section.second_vision, cfg.model) if section.second_vision else None
         self.vision = VisionTower(load_vision(section.vision, cfg.model), section.budget, section.tokens_per_frame,
-                                  second=second)
+                                  second=second, summary=section.summary_token)
         llm, tokenizer = load_llm(section.llm, dtype=_llm_dtype(cfg.precision, section.train_llm))
         self.tokenizer = tokenizer
         if section.train_llm:
             llm.requires_grad_(True)
-        if section.train_vision:
-            self.vision.requires_grad_(True)
-        self.frozen_prefixes = tuple(prefix for prefix, trained in (("vision.", section.train_vision),
-                                                                    ("llm.", section.train_llm)) if not trained)
+        trained_vision = {True: self.vision, "second": self.vision.second}.get(section.train_vision)
+        if trained_vision is not None:
+            trained_vision.requires_grad_(True)
+        frozen_vision = {False: "vision.", "second": "vision.vit."}.get(section.train_vision)
+        self.frozen_prefixes = tuple(prefix for prefix, frozen in ((frozen_vision, frozen_vision is not None),
+                                                                   ("llm.", not section.train_llm)) if frozen)
         if cfg.grad_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.video_id = video_token_id(tokenizer)
         if section.train_budgets:  # which of them the next batch keeps; a buffer, so a resumed run goes on in turn
             self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self._features: dict[tuple[int, int | None], VisionFeatures] = {}  # (sample, kept tokens) -> features
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.projector = Projector(section.projector, self.vision.dim, llm_dim(llm))
+            self.projector = Projector(section.projector, self.vision.dim, llm_dim(llm), self.vision.summary_dim)
             self.llm = add_lora(llm, section.lora_rank) if section.lora else llm
 
     def train(self, mode: bool = True) -> "ChatRecipe":
@@ -173,7 +190,7 @@ class ChatRecipe(Recipe):
             budgets = self.cfg.chat.train_budgets
             keep = min(budgets[int(self.batches_seen) % len(budgets)], self.vision.plan.tokens)
             self.batches_seen += 1
-        video = self.projector(self.vision(batch["video"], keep))
+        video = self.projector(self._vision_features(batch, keep))
         embeds = splice_video(self.llm.get_input_embeddings(), batch["input_ids"], video, self.video_id)
         decoder, head = decoder_and_head(self.llm)
         hidden = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"], use_cache=False)
@@ -183,6 +200,21 @@ class ChatRecipe(Recipe):
         loss = F.cross_entropy(logits, targets[answer])
         accuracy = (logits.detach().argmax(-1) == targets[answer]).float().mean()
         return loss, {"answer_accuracy": float(accuracy), "answer_tokens": float(answer.sum())}
+
+    def _vision_features(self, batch: dict[str, Any], keep: int | None) -> VisionFeatures:
+        """The ViTs' features for the batch; with ``chat.cache_features`` in training, each sample's are
+        encoded once per token count (frozen ViTs in eval mode on a fixed sampling give the same ones again)."""
+        if not (self.training and self.cfg.chat.cache_features):
+            return self.vision(batch["video"], keep)
+        samples = [(sample, keep) for sample in batch["sample"].tolist()]
+        missing = [row for row, key in enumerate(samples) if key not in self._features]
+        if missing:
+            fresh = self.vision(batch["video"][missing], keep)
+            for index, row in enumerate(missing):
+                self._features[samples[row]] = VisionFeatures(
+                    *(None if part is None else part[index].clone() for part in fresh))
+        rows = [self._features[key] for key in samples]
+        return VisionFeatures(*(None if parts[0] is None else torch.stack(parts) for parts in zip(*rows)))
 
     def export(self, path: str | Path) -> None:
         """Write the projector file (a folder gets ``projector.safetensors``) and, with LoRA, the adapter
@@ -203,7 +235,7 @@ class ChatRecipe(Recipe):
             self.llm.save_pretrained(str(path.parent / llm))
             self.tokenizer.save_pretrained(str(path.parent / llm))
         vision = _source_name(section.vision)
-        if section.train_vision:
+        if section.train_vision is True:
             vision = f"{path.stem}-vision.pt"
             save_checkpoint(self.vision.vit, path.parent / vision, recipe="chat", init=_source_name(section.vision))
         second = None
@@ -215,7 +247,7 @@ class ChatRecipe(Recipe):
             kind=section.projector, vision_dim=self.vision.dim, llm_dim=llm_dim(self.llm),
             vision=vision, vision_model=self.vision.vit.config.name,
             llm=llm, budget=section.budget, tokens_per_frame=section.tokens_per_frame, lora=lora,
-            second_vision=second,
+            second_vision=second, summary_dim=self.vision.summary_dim,
         )
         save_projector(self.projector, info, path)
 
@@ -237,7 +269,7 @@ def build_datasets(cfg: ChatConfig) -> ChatData:
     sampling = plan(section.budget, vit)
     check_tokens_per_frame(sampling, vit.patch_size, section.tokens_per_frame)
     tokenizer = load_tokenizer(section.llm)
-    count = video_token_count(sampling, vit.tubelet_size, section.tokens_per_frame)
+    count = video_token_count(sampling, vit.tubelet_size, section.tokens_per_frame, section.summary_token)
 
     def dataset(source: Path) -> InstructionDataset:
         return InstructionDataset(source, read_instructions(source, cfg.data.root), tokenizer, sampling,
