@@ -71,9 +71,12 @@ def _tokenizer_loader(source: str) -> Any:
     Qwen2's pre-tokenizer in place of the saved one), so a tokenizer trained with its own split (the demo's)
     would read text differently from how it was trained."""
     config = Path(source) / "tokenizer_config.json"
-    if config.is_file() and json.loads(config.read_text()).get("tokenizer_class") in _PLAIN_TOKENIZER_CLASSES:
-        return PreTrainedTokenizerFast.from_pretrained
-    return AutoTokenizer.from_pretrained
+    try:
+        named = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
+    except (OSError, ValueError, AttributeError):  # unreadable: AutoTokenizer reports it with the folder's name
+        named = None
+    plain = named in _PLAIN_TOKENIZER_CLASSES
+    return PreTrainedTokenizerFast.from_pretrained if plain else AutoTokenizer.from_pretrained
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:

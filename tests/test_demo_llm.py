@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
 
 from app.demo.llm import build_llm, corpus
+from chat.errors import LLMNotFoundError
 from chat.llm import VIDEO_TOKEN, load_tokenizer
 from chat.prompt import VideoContext
 
@@ -51,3 +53,11 @@ def test_frame_times_are_single_tokens_and_any_text_round_trips(demo_llm: Path) 
     assert pieces[0] == VIDEO_TOKEN and len(pieces) < 40
     for text in (description, "What colour is the object that moves left?", "qué color tiene 🎥 a las 12.34s?"):
         assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+
+
+def test_an_unreadable_tokenizer_config_is_reported_with_the_folder(demo_llm: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken_llm"
+    shutil.copytree(demo_llm, broken)
+    (broken / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(LLMNotFoundError, match="cannot load the tokenizer of LLM .*broken_llm"):
+        load_tokenizer(broken)
