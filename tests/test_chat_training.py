@@ -393,3 +393,27 @@ def test_the_train_chat_command_writes_the_file_the_docs_name(toy_chat: ToyChat,
     assert result.exit_code == 0, result.output
     assert read_projector_info(tmp_path / "run" / "projector.safetensors").budget == BUDGET
     assert not (tmp_path / "run" / "projector").exists()
+
+
+def test_the_demo_ships_a_projector_with_both_vits_it_names_beside_it(toy_chat: ToyChat, tmp_path: Path) -> None:
+    from app.demo.shipped import CHAT_SCENE_VISION, CHAT_VISION, PROJECTOR
+    from app.demo.train import ship_projector
+
+    cfg = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, toy_chat.train, train_vision="second",
+                      second_vision=str(toy_chat.vit))
+    recipe, _ = train_projector(cfg, steps=1)
+    run, staging = tmp_path / "run", tmp_path / "staging"
+    run.mkdir(), staging.mkdir()
+    recipe.export(run)
+    assert read_projector_info(run / PROJECTOR).vision == str(toy_chat.vit.resolve())  # the frozen first, by path
+    ship_projector(run / PROJECTOR, staging)
+    info = read_projector_info(staging / PROJECTOR)
+    assert (info.vision, info.second_vision) == (CHAT_VISION, CHAT_SCENE_VISION)
+    assert (staging / CHAT_VISION).read_bytes() == toy_chat.vit.read_bytes()
+    assert (staging / CHAT_SCENE_VISION).read_bytes() == (run / CHAT_SCENE_VISION).read_bytes()
+    shutil.rmtree(run)  # the shipped folder stands alone
+    model = ChatModel.load(staging / PROJECTOR)
+    trained = dict(recipe.vision.second.named_parameters())
+    assert all(torch.equal(trained[n], p) for n, p in model.vision.second.named_parameters())
+    projected = recipe.projector.state_dict()
+    assert all(torch.equal(value, projected[name]) for name, value in model.projector.state_dict().items())

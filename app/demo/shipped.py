@@ -14,7 +14,7 @@ DUAL_ENCODER = "dual_encoder.pt"  # Flux-CLIP: search
 CLASSIFIER = "classifier.pt"  # Flux-FT: the 12 actions
 PROJECTOR = PROJECTOR_FILE  # chat projector; its ViT and LLM lie beside it, named relative to it
 CHAT_VISION = "projector-vision.pt"  # the chat's first eyes: the Flux-FT ViT (frozen in chat training)
-CHAT_SCENE_VISION = "projector-second-vision.pt"  # its second: the Flux-CLIP ViT (frozen too)
+CHAT_SCENE_VISION = "projector-second-vision.pt"  # its second: the Flux-CLIP ViT, fine-tuned by chat training
 LLM = "projector-llm"  # the chat LM and its tokenizer
 MANIFEST = "demo_models.json"  # command, seed, recipe, steps, timings and test-split metrics
 

@@ -153,8 +153,8 @@ def chat_config(knobs: DemoTraining, world: Path, run: Path, vision: Path, scene
                      "num_workers": knobs.workers},
             "chat": {"llm": str(llm), "vision": str(vision), "second_vision": str(scene_vision), "budget": 256,
                      "train_budgets": [128, 128, 256], "projector": "mlp2", "tokens_per_frame": 16,
-                     "summary_token": True, "train_llm": True, "train_vision": "second", "vision_lr_scale": 0.3, "max_length": 512,
-                     "cache_clips": knobs.cache_frames > 0}}
+                     "summary_token": True, "train_llm": True, "train_vision": "second", "vision_lr_scale": 0.3,
+                     "max_length": 512, "cache_clips": knobs.cache_frames > 0}}
 
 
 def _stage(name: str, config: dict[str, Any], cls: type[TrainConfig], build: Callable, export: str,
@@ -175,12 +175,13 @@ def _stage(name: str, config: dict[str, Any], cls: type[TrainConfig], build: Cal
 
 
 def ship_projector(projector: Path, staging: Path) -> None:
-    """The projector with its ViTs beside it: the second is exported there; the first, frozen in training,
-    is named by its path, so it is copied in and the projector renamed to point at the copy."""
+    """The projector with both ViTs it names copied beside it under the shipped names: the fine-tuned second is
+    exported beside the projector, the frozen first is named by its path (an absolute path stays as it is
+    when joined), so the projector is rewritten to point at the copies."""
     weights, info = load_projector(projector)
-    shutil.copy2(projector.parent / info.vision, staging / CHAT_VISION)  # an absolute path stays as it is
-    shutil.copy2(projector.parent / CHAT_SCENE_VISION, staging / CHAT_SCENE_VISION)
-    save_projector(weights, replace(info, vision=CHAT_VISION), staging / PROJECTOR)
+    shutil.copy2(projector.parent / info.vision, staging / CHAT_VISION)
+    shutil.copy2(projector.parent / str(info.second_vision), staging / CHAT_SCENE_VISION)
+    save_projector(weights, replace(info, vision=CHAT_VISION, second_vision=CHAT_SCENE_VISION), staging / PROJECTOR)
 
 
 def render_world(knobs: DemoTraining, work: Path, timings: dict[str, float], progress: bool = True) -> Path:
