@@ -7,8 +7,9 @@ with the shipped LM. Pixels are random for the ViT stages: the step's cost does 
 median and the fastest of ``--steps`` timed steps after two warm-up steps, and the stage's steps per minute at
 the median.
 
-    python bench/train_step.py                 # about two minutes on 2 cores
-    python bench/train_step.py --device cuda   # bf16 autocast, as the engine's ``precision: auto`` on a GPU
+    python bench/train_step.py                      # about two minutes on 2 cores
+    python bench/train_step.py --precision bf16     # bf16 autocast on the CPU (``precision: bf16``)
+    python bench/train_step.py --device cuda        # bf16 autocast, as the engine's ``precision: auto`` on a GPU
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ BATCH = 32
 WARMUP = 2  # untimed steps first: allocator and kernel selection
 
 
-def time_steps(recipe: torch.nn.Module, batch: dict[str, Any], steps: int, device: torch.device) -> list[float]:
-    """Seconds per optimizer step, after ``WARMUP`` untimed steps, sorted. On CUDA the step runs under bf16
-    autocast and each timing ends with a synchronize, so it counts the kernels and not just their launch."""
+def time_steps(recipe: torch.nn.Module, batch: dict[str, Any], steps: int, device: torch.device, bf16: bool
+               ) -> list[float]:
+    """Seconds per optimizer step, after ``WARMUP`` untimed steps, sorted, under bf16 autocast when ``bf16`` (as
+    the engine's ``precision: bf16``). On CUDA each timing ends with a synchronize, so it counts the kernels and
+    not just their launch."""
     recipe.train().to(device)
     batch = to_device(batch, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     optimizer = torch.optim.AdamW([p for p in recipe.parameters() if p.requires_grad], lr=1e-5)
     times = []
     for i in range(steps + WARMUP):
@@ -70,7 +73,7 @@ def row(stage: str, times: list[float]) -> dict[str, Any]:
             "steps / min": round(60 / median, 1)}
 
 
-def vit_rows(world: Path, steps: int, device: torch.device) -> list[dict[str, Any]]:
+def vit_rows(world: Path, steps: int, device: torch.device, bf16: bool) -> list[dict[str, Any]]:
     """Flux-CLIP and Flux-FT from their demo configs (from scratch: a step costs the same from any start). Flux-CLIP
     gets the rendered clips' captions, so the text tower sees real lengths."""
     knobs = DemoTraining()
@@ -83,12 +86,12 @@ def vit_rows(world: Path, steps: int, device: torch.device) -> list[dict[str, An
     for name, recipe, targets in stages:
         for frames in recipe.cfg.vit_config().grid.frame_options():
             video = torch.rand(BATCH, 3, frames, 84, 84, generator=torch.Generator().manual_seed(0))
-            times = time_steps(recipe, {"video": video, **targets}, steps, device)
+            times = time_steps(recipe, {"video": video, **targets}, steps, device, bf16)
             rows.append(row(f"{name}, {frames} frames", times))
     return rows
 
 
-def chat_row(world: Path, steps: int, device: torch.device) -> dict[str, Any]:
+def chat_row(world: Path, steps: int, device: torch.device, bf16: bool) -> dict[str, Any]:
     """The demo chat stage's config on the shipped LM and chat ViTs; steps keep 128, 128, then 256 tokens in turn,
     as in training."""
     config = chat_config(DemoTraining(), world, world / "chat", MODELS_DIR / CHAT_VISION,
@@ -98,26 +101,30 @@ def chat_row(world: Path, steps: int, device: torch.device) -> dict[str, Any]:
     data = build_datasets(cfg)
     batch = data.collate([data.train[i] for i in range(BATCH)])
     frames = batch["video"].shape[2]
-    return row(f"chat, {frames} frames", time_steps(build_chat(cfg), batch, steps, device))
+    return row(f"chat, {frames} frames", time_steps(build_chat(cfg), batch, steps, device, bf16))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=8, help="timed steps per row")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto: bf16 on CUDA, fp32 on CPU (the engine's rule)")
     parser.add_argument("--name", default="train_step", help="results file: bench/results/NAME.{md,json}")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     device = torch.device(args.device)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         world = generate_world(Path(tmp) / "world", WorldConfig(train=BATCH, val=2, test=2, seed=0),
                                splits=("train",))
-        rows = [*vit_rows(world, args.steps, device), chat_row(world, args.steps, device)]
+        rows = [*vit_rows(world, args.steps, device, bf16), chat_row(world, args.steps, device, bf16)]
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     if device.type == "cuda":
-        machine += f", {torch.cuda.get_device_name()} (bf16 autocast)"
+        machine += f", {torch.cuda.get_device_name()}"
+    machine += ", bf16 autocast" if bf16 else ", fp32"
     save_table(args.name, machine, ["stage", "median s", "fastest s", "steps / min"], rows,
                note=f"batch {BATCH}, the demo's stage configs, {args.steps} timed steps after {WARMUP} warm-up steps")
 

@@ -3,6 +3,7 @@ matches its pixels (decoded back from the written mp4 files)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.demo.generate import DESCRIBE, generate_world, load_world, plan_world
-from app.demo.render import centroid_track, colour_mask, object_masks
+from app.demo.render import centroid_track, colour_mask, object_masks, render, write_mp4
 from app.demo.world import (ACTIONS, COLOURS, COUNT_WORDS, QUESTION_KINDS, ROTATING_SHAPES, SHAPES, VERB, ClipSpec,
                             ObjectSpec, WorldConfig, caption, object_state, question_kind, questions)
 from chat.data import read_instructions
@@ -34,6 +35,27 @@ def test_the_world_follows_its_seed_and_splits_are_disjoint() -> None:
     every = [c for clips in first.values() for c in clips]
     assert {a.action for c in every for a in c.actions} == set(ACTIONS), "every action occurs"
     assert any(len(c.actions) > 1 for c in every) and {len(c.objects) for c in every} == {1, 2, 3}
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_world_rendered_again_from_its_seed_is_bit_identical(world: Path, tmp_path: Path) -> None:
+    again = generate_world(tmp_path / "again", CONFIG, workers=2, progress=False)
+    first, second = _digests(world), _digests(again)
+    assert len([name for name in first if name.endswith(".mp4")]) == 76
+    assert first == second
+
+
+def test_the_same_frames_encode_to_the_same_file(tmp_path: Path) -> None:
+    """A clip whose encodes differed with x264's assembly kernels (3 distinct files in 25) in the default world."""
+    spec = plan_world(WorldConfig(train=628, val=0, test=0))["train"][627]
+    frames = render(spec)
+    encoded = {hashlib.sha256(write_mp4(frames, spec.fps, tmp_path / f"{i}.mp4").read_bytes()).hexdigest()
+               for i in range(16)}
+    assert len(encoded) == 1
 
 
 def test_manifests_and_questions_read_with_the_products_readers(world: Path) -> None:
@@ -156,8 +178,10 @@ def _check(spec: ClipSpec, path: Path) -> None:
             clockwise, counter = _quarter_turn_overlaps(frames[a], frames[b], COLOURS[actor.colour],
                                                         (state.x * w, state.y * h))
             turned, other = (clockwise, counter) if kind == "rotating clockwise" else (counter, clockwise)
-            # a narrow shape turned about a centre rounded to the pixel overlaps itself less than a wide one
-            assert turned > 0.5 and turned > other + 0.1, (where, clockwise, counter)
+            # a narrow shape turned about a centre rounded to the pixel overlaps itself less than a wide one, and
+            # the lossy decode takes edge pixels off: seed 3's test_0035 triangle overlaps 0.56 as rendered, 0.50
+            # decoded (the other turn: 0.32 and 0.34)
+            assert turned > 0.45 and turned > other + 0.1, (where, clockwise, counter)
         elif kind == "bouncing":
             lowest = np.nanmin(centre[a:b + 1, 1])
             assert lowest < centre[a, 1] - 0.1 * h and abs(centre[b, 1] - centre[a, 1]) < 0.05 * h, where
