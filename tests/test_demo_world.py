@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 
 from app.demo.generate import DESCRIBE, generate_world, load_world, plan_world
 from app.demo.render import centroid_track, colour_mask, object_masks, render, write_mp4
-from app.demo.world import (ACTIONS, COLOURS, COUNT_WORDS, QUESTION_KINDS, ROTATING_SHAPES, SHAPES, VERB, ClipSpec,
-                            ObjectSpec, WorldConfig, caption, object_state, question_kind, questions)
+from app.demo.world import (ACTIONS, COLOURS, COUNT_WORDS, OPPOSITE, QUESTION_KINDS, ROTATING_SHAPES, SHAPES, VERB,
+                            ClipSpec, ObjectSpec, WorldConfig, caption, negative_captions, object_state,
+                            question_kind, questions)
 from chat.data import read_instructions
 from encoder.video import read_annotations, read_frames
 
@@ -89,6 +91,33 @@ def test_captions_are_unique_within_a_split_and_files_per_task(world: Path) -> N
         assert conversation.turns[-1] == (DESCRIBE, caption(specs[Path(conversation.path).name]))
         asked = {question for question, _ in conversation.turns[:-1]}
         assert asked == {question for question, _ in questions(specs[Path(conversation.path).name])}
+
+
+def _changed_words(first: str, second: str) -> list[str]:
+    a, b = first.replace(",", "").split(), second.replace(",", "").split()
+    return [y for x, y in zip(a, b) if x != y] if len(a) == len(b) else ["<length differs>"]
+
+
+def test_hard_negatives_change_one_thing_that_makes_the_caption_wrong(world: Path) -> None:
+    rows = read_annotations(world / "train.jsonl")
+    assert all(len(r.negatives) >= 3 and r.caption not in r.negatives for r in rows)
+    for spec in load_world(world)["train"]:
+        for step in (None, *(spec.actions if len(spec.actions) > 1 else ())):
+            steps = [step] if step else list(spec.actions)
+            actor, truth = spec.objects[steps[0].actor], caption(spec, step)
+            negatives = negative_captions(spec, step)
+            assert negatives == negative_captions(spec, step), "deterministic"
+            assert truth not in negatives and len(set(negatives)) == len(negatives)
+            shape, colour, action = negatives[:3]
+            assert _changed_words(truth, shape) in ([s] for s in SHAPES if s != actor.shape)
+            assert _changed_words(truth, colour) in ([c] for c in COLOURS if c not in {o.colour for o in spec.objects})
+            if steps[0].action in OPPOSITE:
+                assert _changed_words(truth, action) == [VERB[OPPOSITE[steps[0].action]].split()[-1]]
+            assert not action.startswith(f"a {actor.size} {actor.colour} {actor.shape} {VERB[steps[0].action]}")
+            if len({s.action for s in steps}) > 1:
+                assert negatives[3] == caption(replace(spec, actions=tuple(reversed(steps))))
+            else:
+                assert len(negatives) == 3
 
 
 def test_every_question_has_one_kind_and_each_kind_answers_in_its_own_words() -> None:

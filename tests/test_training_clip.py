@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 
 from encoder.video import Annotation, VideoDataset
@@ -132,6 +133,37 @@ def test_clips_and_images_share_a_batch_and_its_negatives(tmp_path: Path) -> Non
     assert torch.isfinite(loss) and set(metrics) >= {"vtc_64", "vtc_32", "vtc_16", "distill_32"}
     # per count: the two clips keep the count (+ CLS), the image keeps its whole 4 x 4 pool
     assert seen == [(2, 65), (1, 17), (2, 33), (1, 17), (2, 17), (1, 17)]
+
+
+def test_hard_negatives_are_batched_and_learned_apart_from_their_captions(tmp_path: Path) -> None:
+    items = [Annotation(str(write_clip(tmp_path / "a.mp4", num_frames=12, size=(64, 64))), caption=CAPTIONS[0],
+                        negatives=("a red square moves right", "a red circle moves left")),
+             Annotation(str(write_image(tmp_path / "b.png", size=(64, 64))), caption=CAPTIONS[1],
+                        negatives=("a blue circle shrinks",)),
+             Annotation(str(write_clip(tmp_path / "c.mp4", num_frames=20, size=(80, 64))), caption=CAPTIONS[3])]
+    torch.manual_seed(0)
+    recipe = build_recipe(clip_config(tmp_path, stage=2)).train()
+    data = TrainingClips(VideoDataset(items, None), recipe.dual.vision.config)
+    batch = captioned_collate([data[SampleKey(i, 4, 56, seed=i)] for i in range(3)])
+    assert batch["negatives"] == ["a red square moves right", "a red circle moves left", "a blue circle shrinks"]
+    batch.pop("skipped")
+    plain = {k: v for k, v in batch.items() if k != "negatives"}
+    assert recipe(batch)[0].item() > recipe(plain)[0].item()  # more texts for every video to score below its own
+
+    def margin(trained_on: dict) -> float:
+        """How far clip a's caption scores above its hard negatives after training from the same start."""
+        torch.manual_seed(0)
+        model = build_recipe(clip_config(tmp_path, stage=2)).train()
+        train(model, trained_on, 40)
+        model.eval()
+        with torch.no_grad():
+            video = F.normalize(model.dual.project_video(model._pooled(batch["video"][:1], 64)), dim=-1)
+            text = F.normalize(model.dual.encode_text([CAPTIONS[0], *items[0].negatives]), dim=-1)
+        scores = (video @ text.T)[0]
+        return float(scores[0] - scores[1:].max())
+
+    with_negatives = margin(batch)
+    assert with_negatives > 0.1 and with_negatives > margin(plain) + 0.1  # one word apart, told apart
 
 
 class CaptionedNoise(torch.utils.data.Dataset):

@@ -74,6 +74,34 @@ def test_info_nce_equals_cross_entropy_over_the_whole_batch_without_a_process_gr
     assert info_nce(video, text, torch.tensor(0.07)).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_hard_negatives_join_the_video_to_text_side_only() -> None:
+    gen = torch.Generator().manual_seed(2)
+    video, text, negatives = (torch.randn(4, 8, generator=gen) for _ in range(3))
+    v, t, n = (F.normalize(x, dim=-1) for x in (video, text, negatives))
+    targets = torch.arange(4)
+    v2t = F.cross_entropy(v @ torch.cat([t, n]).T / 0.07, targets)  # every video also scores every negative
+    t2v = F.cross_entropy(t @ v.T / 0.07, targets)  # a negative is no video's caption: nothing to retrieve
+    loss = info_nce(video, text, torch.tensor(0.07), negatives)
+    assert loss.item() == pytest.approx(((v2t + t2v) / 2).item(), rel=1e-5)
+    assert loss.item() > info_nce(video, text, torch.tensor(0.07)).item()
+    assert info_nce(video, text, torch.tensor(0.07), negatives[:0]).item() == pytest.approx(
+        info_nce(video, text, torch.tensor(0.07)).item(), rel=1e-6), "no negatives: the plain loss"
+
+
+def test_a_hard_negative_is_pushed_away_from_the_video() -> None:
+    video = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    negative = torch.tensor([[0.9, 0.1, 0.3]], requires_grad=True)  # close to video 0's caption direction
+    info_nce(video, video.clone(), torch.tensor(0.1), negative).backward()
+    assert negative.grad is not None
+    step = F.normalize(negative.detach() - 0.1 * negative.grad, dim=-1)
+    assert (step @ video[0]).item() < (F.normalize(negative.detach(), dim=-1) @ video[0]).item()
+
+
+def test_hard_negatives_of_the_wrong_width_are_refused() -> None:
+    with pytest.raises(ValueError, match="negatives"):
+        info_nce(torch.eye(2), torch.eye(2), torch.tensor(0.07), torch.zeros(3, 5))
+
+
 def test_temperature_is_clamped_in_place_and_keeps_its_gradient() -> None:
     assert TEMPERATURE_INIT == pytest.approx(0.07) and TEMPERATURE_RANGE == (0.001, 0.5)
     low = torch.nn.Parameter(torch.tensor(1e-5))

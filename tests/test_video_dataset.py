@@ -55,6 +55,13 @@ def test_jsonl_annotations(tmp_path) -> None:
     assert rows == [Annotation(str(tmp_path / "a.mp4"), 2, "x", 0.0, 3.0), Annotation(str(tmp_path / "b.mp4"))]
 
 
+def test_jsonl_hard_negatives_are_read_in_order(tmp_path) -> None:
+    lines = [{"path": "a.mp4", "caption": "a dog runs", "negatives": ["a dog sits", "a cat runs"]},
+             {"path": "b.mp4", "caption": "a bird", "negatives": []}]
+    rows = read_annotations(_write(tmp_path / "n.jsonl", "\n".join(json.dumps(x) for x in lines)))
+    assert [r.negatives for r in rows] == [("a dog sits", "a cat runs"), ()]
+
+
 @pytest.mark.parametrize("name, text, line, words", [
     ("a.csv", "video,label\nx.mp4,1\n", 1, "no 'path' column"),
     ("b.csv", "path,label\nx.mp4,1\ny.mp4,cat\n", 3, "label must be an integer"),
@@ -70,6 +77,9 @@ def test_jsonl_annotations(tmp_path) -> None:
     ("l.jsonl", '["x.mp4"]\n', 1, "JSON object"),
     ("m.jsonl", '{"path": "x.mp4", "end": true}\n', 1, "end must be a number"),
     ("n.csv", "path,label\n", 1, "no annotations"),
+    ("o.jsonl", '{"path": "x.mp4", "negatives": "a cat"}\n', 1, "negatives must be a JSON list"),
+    ("p.jsonl", '{"path": "x.mp4", "negatives": ["a cat", ""]}\n', 1, "non-empty captions"),
+    ("q.csv", "path,negatives\nx.mp4,a cat\n", 2, "negatives must be a JSON list"),
 ])
 def test_annotation_errors_name_the_file_and_line(tmp_path, name: str, text: str, line: int, words: str) -> None:
     source = _write(tmp_path / name, text)
@@ -95,6 +105,15 @@ def test_dataset_items_carry_video_and_annotation(videos: Path) -> None:
     assert (first["label"], first["caption"], first["start"], first["end"]) == (4, "a clip", 0.5, 2.0)
     assert all(0.5 <= float(t) < 2.0 for t in first["timestamps"])
     assert second["label"] == -1 and second["caption"] == "" and math.isnan(second["start"])
+
+
+def test_batches_keep_each_items_own_hard_negatives(videos: Path) -> None:
+    rows = [Annotation(str(videos / "good0.mp4"), 0, "a", negatives=("b", "c")),
+            Annotation(str(videos / "random.mp4"), 1, "x", negatives=("y",)),
+            Annotation(str(videos / "good1.mp4"), 2, "d")]
+    dataset = VideoDataset(rows, PLAN)
+    batch = skip_bad_collate([dataset[i] for i in range(3)])  # lists of different lengths, one item skipped
+    assert batch["negatives"] == [["b", "c"], []] and batch["label"].tolist() == [0, 2]
 
 
 def test_bad_videos_are_skipped_with_their_reason(videos: Path) -> None:

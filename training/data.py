@@ -102,15 +102,20 @@ class ByIndex(Dataset):
 
 def captioned_collate(items: list) -> dict[str, Any]:
     """Clips under ``video``, images (one-frame videos, another shape) under ``image``; ``text`` holds the
-    captions of the clips, then of the images."""
+    captions of the clips, then of the images; ``negatives`` the hard-negative captions of all of them, when
+    any has some."""
     good = [item for item in items if not isinstance(item, SkippedVideo)]
     batch: dict[str, Any] = {"skipped": [item for item in items if isinstance(item, SkippedVideo)]}
     texts: list[str] = []
+    negatives: list[str] = []
     for key, part in (("video", [i for i in good if not is_image(i["path"])]),
                       ("image", [i for i in good if is_image(i["path"])])):
         if part:
             batch[key] = torch.stack([item["video"] for item in part])
             texts += [item["caption"] for item in part]
+            negatives += [text for item in part for text in item.get("negatives", ())]
     if texts:
         batch["text"] = texts
+    if negatives:
+        batch["negatives"] = negatives
     return batch

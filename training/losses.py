@@ -58,12 +58,15 @@ def clamp_temperature_(temperature: nn.Parameter, low: float = TEMPERATURE_RANGE
     return temperature
 
 
-def info_nce(video: torch.Tensor, text: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+def info_nce(video: torch.Tensor, text: torch.Tensor, temperature: torch.Tensor,
+             negatives: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE between ``video`` ``[B, D]`` and ``text`` ``[B, D]`` (row i of each is a pair).
 
     Each rank scores its own B videos against the texts of every rank (and its texts against every rank's
     videos); the loss is the mean of the video->text and text->video cross-entropies. Features are
-    L2-normalised here; logits are cosine similarities divided by ``temperature``.
+    L2-normalised here; logits are cosine similarities divided by ``temperature``. ``negatives`` ``[N, D]``:
+    hard-negative texts (captions that describe no video of the batch, e.g. one attribute changed), which every
+    video must also score below its own caption (NegCLIP's video->text side; they have no video to retrieve).
     """
     if video.shape != text.shape or video.ndim != 2:
         raise ValueError(f"video {tuple(video.shape)} and text {tuple(text.shape)} must both be [B, D]")
@@ -71,6 +74,10 @@ def info_nce(video: torch.Tensor, text: torch.Tensor, temperature: torch.Tensor)
     t = F.normalize(text.float(), dim=-1)
     counts = rows_per_rank(v.shape[0])
     all_v, all_t = gather_with_grad(v, counts), gather_with_grad(t, counts)
+    if negatives is not None:
+        if negatives.ndim != 2 or negatives.shape[1] != t.shape[1]:
+            raise ValueError(f"negatives {tuple(negatives.shape)} must be [N, {t.shape[1]}]")
+        all_t = torch.cat([all_t, gather_with_grad(F.normalize(negatives.float(), dim=-1))])
     rank, _ = distributed_world()
     targets = torch.arange(v.shape[0], device=v.device) + sum(counts[:rank])
     scale = 1.0 / temperature.float()

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from encoder.checkpoint import atomic_write
 
 from .render import render, write_mp4
-from .world import ACTIONS, ClipSpec, WorldConfig, caption, questions, sample_clip
+from .world import ACTIONS, ClipSpec, WorldConfig, caption, negative_captions, questions, sample_clip
 
 SPLITS = ("train", "val", "test")
 DESCRIBE = "Describe the video."
@@ -51,13 +51,13 @@ def manifest_rows(spec: ClipSpec, path: str) -> list[dict[str, Any]]:
     """Classification/retrieval rows: the whole clip (its first action's label) and, for clips with several
     actions, one row per action window."""
     first = spec.actions[0]
-    whole = {"path": path, "label": first.label, "caption": caption(spec), "duration": spec.duration,
-             "actions": [asdict(a) for a in spec.actions], "clip": spec.name}
+    whole = {"path": path, "label": first.label, "caption": caption(spec), "negatives": negative_captions(spec),
+             "duration": spec.duration, "actions": [asdict(a) for a in spec.actions], "clip": spec.name}
     if len(spec.actions) == 1:
         return [whole]
     return [whole | {"moments": True}] + [
-        {"path": path, "label": a.label, "caption": caption(spec, a), "start": a.start, "end": a.end,
-         "clip": spec.name} for a in spec.actions]
+        {"path": path, "label": a.label, "caption": caption(spec, a), "negatives": negative_captions(spec, a),
+         "start": a.start, "end": a.end, "clip": spec.name} for a in spec.actions]
 
 
 def generate_world(out: str | Path, config: WorldConfig = WorldConfig(), workers: int | None = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 ACTIONS = ("moving left", "moving right", "moving up", "moving down", "rotating clockwise",
@@ -268,6 +268,40 @@ def caption(spec: ClipSpec, action: ActionSpec | None = None) -> str:
     if others:
         sentence += " next to a " + " and a ".join(others)
     return sentence
+
+
+#: The action a hard-negative caption names instead: the opposite where there is one (the hardest to tell apart).
+OPPOSITE = {"moving left": "moving right", "moving right": "moving left", "moving up": "moving down",
+            "moving down": "moving up", "rotating clockwise": "rotating counter-clockwise",
+            "rotating counter-clockwise": "rotating clockwise", "growing": "shrinking", "shrinking": "growing",
+            "appearing": "disappearing", "disappearing": "appearing"}
+
+
+def negative_captions(spec: ClipSpec, action: ActionSpec | None = None) -> list[str]:
+    """Captions one change away from ``caption(spec, action)`` and wrong for the clip: the actor's shape, its
+    colour (one no object has), its first action (the opposite, else another), and for several actions their
+    order reversed. Flux-CLIP's hard negatives: a batch of random clips rarely needs shape or direction to tell
+    its captions apart, so without them the tower learns to ignore both."""
+    steps = [action] if action is not None else list(spec.actions)
+    index = steps[0].actor
+    actor = spec.objects[index]
+    rng = random.Random(f"{spec.seed}/negatives/{spec.actions.index(steps[0])}/{len(steps)}")
+
+    def with_actor(**changes: Any) -> str:
+        objects = tuple(replace(o, **changes) if i == index else o for i, o in enumerate(spec.objects))
+        return caption(replace(spec, objects=objects, actions=tuple(steps)))
+
+    used = {o.colour for o in spec.objects}
+    out = [with_actor(shape=rng.choice([s for s in SHAPES if s != actor.shape])),
+           with_actor(colour=rng.choice([c for c in COLOURS if c not in used]))]
+    first = steps[0]
+    other = OPPOSITE.get(first.action) or rng.choice(
+        [a for a in ACTIONS if a not in (first.action, "swapping places")])
+    changed = (replace(first, action=other, partner=None), *steps[1:])
+    out.append(caption(replace(spec, actions=changed)))
+    if len(steps) > 1 and len({s.action for s in steps}) > 1:
+        out.append(caption(replace(spec, actions=tuple(reversed(steps)))))
+    return out
 
 
 #: The kinds of question the world asks, by how each starts (``fluxvid demo eval`` scores the chat per kind).

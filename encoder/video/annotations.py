@@ -1,7 +1,8 @@
 """Annotation files (CSV with a header row, or JSONL): one video (or time window of one) per row.
 
 Columns: ``path`` (required; relative paths are taken from ``root``, by default the annotation file's folder),
-``label`` (optional integer class id), ``caption`` (optional text), ``start`` / ``end`` (optional seconds).
+``label`` (optional integer class id), ``caption`` (optional text), ``start`` / ``end`` (optional seconds);
+in JSONL, ``negatives`` (optional list of captions that do NOT describe the video: Flux-CLIP's hard negatives).
 Other columns are ignored. Any problem is an :class:`AnnotationError` naming the file and the line.
 """
 
@@ -30,13 +31,15 @@ class AnnotationError(ValueError):
 
 @dataclass(frozen=True)
 class Annotation:
-    """One row: a video (or the ``[start, end)`` window of it) with its optional label and caption."""
+    """One row: a video (or the ``[start, end)`` window of it) with its optional label, caption and hard
+    negatives (captions that are wrong for it)."""
 
     path: str
     label: int | None = None
     caption: str | None = None
     start: float | None = None
     end: float | None = None
+    negatives: tuple[str, ...] = ()
 
 
 def _number(value: Any, name: str, source: Path, line: int) -> float | None:
@@ -81,8 +84,16 @@ def _row(fields: dict[str, Any], source: Path, line: int, root: Path) -> Annotat
         raise AnnotationError(source, line, f"caption must be text, got {caption!r}")
     return Annotation(
         path=str(path if path.is_absolute() else root / path), label=_label(fields.get("label"), source, line),
-        caption=caption or None, start=start, end=end,
+        caption=caption or None, start=start, end=end, negatives=_negatives(fields.get("negatives"), source, line),
     )
+
+
+def _negatives(value: Any, source: Path, line: int) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise AnnotationError(source, line, f"negatives must be a JSON list of non-empty captions, got {value!r}")
+    return tuple(value)
 
 
 def _read_csv(source: Path, root: Path) -> list[Annotation]:

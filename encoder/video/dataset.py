@@ -99,6 +99,7 @@ def dataset_item(item: Annotation, index: int, video: torch.Tensor, timestamps: 
         "timestamps": timestamps,
         "label": -1 if item.label is None else item.label,
         "caption": item.caption or "",
+        "negatives": list(item.negatives),
         "start": math.nan if item.start is None else item.start,
         "end": math.nan if item.end is None else item.end,
         "path": item.path,
@@ -125,7 +126,9 @@ def skip_bad_collate(items: list[dict[str, Any] | SkippedVideo]) -> dict[str, An
     A batch whose samples all failed has only the ``"skipped"`` key.
     """
     good = [item for item in items if not isinstance(item, SkippedVideo)]
-    batch = default_collate(good) if good else {}
+    batch = default_collate([{k: v for k, v in item.items() if k != "negatives"} for item in good]) if good else {}
+    if good:  # lists of different lengths, which default_collate cannot stack
+        batch["negatives"] = [item["negatives"] for item in good]
     batch["skipped"] = [item for item in items if isinstance(item, SkippedVideo)]
     return batch
 

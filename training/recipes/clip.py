@@ -67,7 +67,8 @@ class ClipConfig(TrainConfig):
 
 class ClipRecipe(Recipe):
     """Batch: ``{"video": [Bv, 3, T, H, W], "image": [Bi, 3, 1, H, W], "text": Bv + Bi captions}`` (either
-    visual part may be absent): clips and images of one batch share the text negatives."""
+    visual part may be absent): clips and images of one batch share the text negatives, and the optional
+    ``"negatives"`` (hard-negative captions from the annotations) join them on the video->text side."""
 
     def __init__(self, cfg: ClipConfig) -> None:
         super().__init__()
@@ -107,14 +108,16 @@ class ClipRecipe(Recipe):
         count = sum(v.shape[0] for v in visuals)
         if len(texts) != count:
             raise ValueError(f"batch has {count} videos but {len(texts)} captions")
-        text = self.dual.encode_text(texts)
+        negatives = list(batch.get("negatives", []))
+        encoded = self.dual.encode_text(texts + negatives)  # one pass of the text tower for both
+        text, negative = encoded[:count], encoded[count:]  # none here may still meet other ranks' negatives
         temperature = clamp_temperature_(self.dual.temp)
         loss = text.new_zeros((), dtype=torch.float32)
         metrics: dict[str, float] = {"temperature": float(temperature.detach())}
         pooled: list[torch.Tensor] = []
         for budget in self.cfg.data.budgets:
             features = torch.cat([self._pooled(v, budget) for v in visuals])
-            vtc = info_nce(self.dual.project_video(features), text, temperature)
+            vtc = info_nce(self.dual.project_video(features), text, temperature, negative)
             loss = loss + vtc
             metrics[f"vtc_{budget}"] = float(vtc.detach())
             pooled.append(features)
