@@ -99,3 +99,46 @@ def test_gather_with_grad_and_info_nce_across_two_gloo_ranks(
         targets = torch.arange(TOTAL)
         global_loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
         assert torch.isclose(sum(r["loss"] for r in results) / WORLD, global_loss, rtol=1e-5)
+
+
+NEGATIVES = 3
+
+
+def _negatives_worker(rank: int, port: int, out_dir: str, split: tuple[int, int]) -> None:
+    from training.losses import info_nce
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        video_all, text_all = _global_batch()
+        negatives_all = torch.randn(NEGATIVES, DIM, generator=torch.Generator().manual_seed(8))
+        rows = _rows(rank, (3, 3))
+        negatives = negatives_all[_rows(rank, split)].clone().requires_grad_(True)
+        video = video_all[rows].clone().requires_grad_(True)
+        loss = info_nce(video, text_all[rows], torch.tensor(TEMPERATURE), negatives)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "negative_grad": negatives.grad}, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("split", [(2, 1), (3, 0), (0, 0)])
+def test_hard_negatives_are_shared_by_every_rank_even_where_a_rank_has_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: tuple[int, int]) -> None:
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(_negatives_worker, args=(_free_port(), str(tmp_path), split), nprocs=WORLD, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    video_all, text_all = _global_batch()
+    held = sum(split)
+    negatives = torch.randn(NEGATIVES, DIM, generator=torch.Generator().manual_seed(8))[:held].requires_grad_(True)
+    v, t, n = F.normalize(video_all, dim=-1), F.normalize(text_all, dim=-1), F.normalize(negatives, dim=-1)
+    reference = video_all.new_zeros(())
+    for rank in range(WORLD):  # each rank's videos score every rank's texts and every rank's negatives
+        rows = _rows(rank, (3, 3))
+        targets = torch.arange(rows.start, rows.stop)
+        reference = reference + (F.cross_entropy(v[rows] @ torch.cat([t, n]).T / TEMPERATURE, targets)
+                                 + F.cross_entropy(t[rows] @ v.T / TEMPERATURE, targets)) / 2
+    assert torch.isclose(sum(r["loss"] for r in results), reference.detach(), rtol=1e-5)
+    if held:
+        reference.backward()
+        for rank, result in enumerate(results):  # a negative learns from every rank's videos
+            assert torch.allclose(result["negative_grad"], negatives.grad[_rows(rank, split)], atol=1e-6)

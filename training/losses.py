@@ -77,7 +77,9 @@ def info_nce(video: torch.Tensor, text: torch.Tensor, temperature: torch.Tensor,
     if negatives is not None:
         if negatives.ndim != 2 or negatives.shape[1] != t.shape[1]:
             raise ValueError(f"negatives {tuple(negatives.shape)} must be [N, {t.shape[1]}]")
-        all_t = torch.cat([all_t, gather_with_grad(F.normalize(negatives.float(), dim=-1))])
+        negative_counts = rows_per_rank(negatives.shape[0])  # every rank calls: the same collectives on all
+        if sum(negative_counts):
+            all_t = torch.cat([all_t, gather_with_grad(F.normalize(negatives.float(), dim=-1), negative_counts)])
     rank, _ = distributed_world()
     targets = torch.arange(v.shape[0], device=v.device) + sum(counts[:rank])
     scale = 1.0 / temperature.float()
