@@ -75,12 +75,14 @@ def row(stage: str, times: list[float]) -> dict[str, Any]:
 
 def vit_rows(world: Path, steps: int, device: torch.device, bf16: bool) -> list[dict[str, Any]]:
     """Flux-CLIP and Flux-FT from their demo configs (from scratch: a step costs the same from any start). Flux-CLIP
-    gets the rendered clips' captions, so the text tower sees real lengths."""
+    gets the rendered clips' captions and their hard negatives, as in training, so the text tower sees real
+    lengths and counts."""
     knobs = DemoTraining()
     ft = ft_config(knobs, world, world / "ft", world / "unused.pt")
     ft["init_checkpoint"] = None
-    captions = [item.caption for item in read_annotations(world / "train.jsonl", world)][:BATCH]
-    stages = [("Flux-CLIP", ClipRecipe(ClipConfig(**clip_config(knobs, world, world / "clip"))), {"text": captions}),
+    annotated = read_annotations(world / "train.jsonl", world)[:BATCH]
+    texts = {"text": [a.caption for a in annotated], "negatives": [text for a in annotated for text in a.negatives]}
+    stages = [("Flux-CLIP", ClipRecipe(ClipConfig(**clip_config(knobs, world, world / "clip"))), texts),
               ("Flux-FT", FTRecipe(FTConfig(**ft), list(ACTIONS)), {"label": torch.arange(BATCH) % len(ACTIONS)})]
     rows = []
     for name, recipe, targets in stages:
