@@ -33,6 +33,7 @@ from app.demo.train import DemoTraining, chat_config, clip_config, ft_config  # 
 from app.demo.world import ACTIONS, WorldConfig  # noqa: E402
 from bench.report import save_table  # noqa: E402
 from encoder.video import read_annotations  # noqa: E402
+from training.data import SampleKey  # noqa: E402
 from training.engine import to_device  # noqa: E402
 from training.recipes.chat import ChatConfig, build_datasets  # noqa: E402
 from training.recipes.chat import build_recipe as build_chat  # noqa: E402
@@ -93,17 +94,22 @@ def vit_rows(world: Path, steps: int, device: torch.device, bf16: bool) -> list[
     return rows
 
 
-def chat_row(world: Path, steps: int, device: torch.device, bf16: bool) -> dict[str, Any]:
-    """The demo chat stage's config on the shipped LM and chat ViTs; steps keep 128, 128, then 256 tokens in turn,
-    as in training."""
+def chat_rows(world: Path, steps: int, device: torch.device, bf16: bool) -> list[dict[str, Any]]:
+    """The demo chat stage's config on the shipped LM and chat ViTs, one row per budget its batches take in turn
+    (each read at its own sampling, as in training; each sample's seed picks its packed or dialogue layout).
+    The stage trains in bf16: its rows under ``--precision bf16`` are the ones its run sees."""
     config = chat_config(DemoTraining(), world, world / "chat", MODELS_DIR / CHAT_VISION,
                          MODELS_DIR / CHAT_SCENE_VISION, MODELS_DIR / LLM)
     config["chat"]["cache_clips"] = False
     cfg = ChatConfig.model_validate(config)
-    data = build_datasets(cfg)
-    batch = data.collate([data.train[i] for i in range(BATCH)])
-    frames = batch["video"].shape[2]
-    return row(f"chat, {frames} frames", time_steps(build_chat(cfg), batch, steps, device, bf16))
+    data, recipe = build_datasets(cfg), build_chat(cfg)
+    rows = []
+    for turn in dict.fromkeys(recipe.budget_turns()):
+        batch = data.collate([data.train[SampleKey(i, turn.frames, turn.resolution, i, turn.budget)]
+                              for i in range(BATCH)])
+        rows.append(row(f"chat, {turn.budget} tokens, {turn.frames} frames",
+                        time_steps(recipe, batch, steps, device, bf16)))
+    return rows
 
 
 def main() -> None:
@@ -122,7 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         world = generate_world(Path(tmp) / "world", WorldConfig(train=BATCH, val=2, test=2, seed=0),
                                splits=("train",))
-        rows = [*vit_rows(world, args.steps, device, bf16), chat_row(world, args.steps, device, bf16)]
+        rows = [*vit_rows(world, args.steps, device, bf16), *chat_rows(world, args.steps, device, bf16)]
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     if device.type == "cuda":
         machine += f", {torch.cuda.get_device_name()}"

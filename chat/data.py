@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,31 +138,59 @@ class _DecodeOnce(Dataset):
         return _decode_sample(self.samples, self.plan, index, threads=1)
 
 
-class InstructionDataset(Dataset):
-    """Samples as ``{"video": [3, T, S, S], "input_ids": [L], "labels": [L], "sample": index}`` (labels only on
-    answers; the index lets a recipe keep per-sample results).
+@dataclass(frozen=True)
+class ChatSampling:
+    """How a budget reads a clip: the ViT's plan for it, and how many embeddings that gives the LLM."""
 
-    Indexed by an int or by anything with an ``index`` (the engine's ``SampleKey``); the sampling always
-    follows ``plan``, since the chat model works at one budget. A sample longer than ``max_length`` tokens
-    loses its last turns; a video that cannot be decoded, or whose first turn alone is too long, gives a
+    plan: Plan
+    num_video_tokens: int
+
+
+class InstructionDataset(Dataset):
+    """Samples as ``{"video": [3, T, S, S], "input_ids": [L], "labels": [L], "sample": index, "budget": b}``
+    (labels only on answers; the index lets a recipe keep per-sample results).
+
+    ``samplings`` maps each budget the data may be asked for to its :class:`ChatSampling`; an int key, or a
+    :class:`~training.data.SampleKey` without a budget, gets ``budget``'s. A sample longer than ``max_length``
+    tokens loses its last turns; a video that cannot be decoded, or whose first turn alone is too long, gives a
     :class:`SkippedVideo` saying why. After :meth:`cache_clips` the clips come from memory.
+
+    ``independent_turns`` is the share of samples whose turns are each a conversation of their own, asked first
+    about the clip, packed behind their shared prefix (system prompt, video, the first words they share); the
+    rest stay dialogues. The choice is drawn from the key's seed (an int key: from the index). With a share above
+    0 every item also carries ``position_ids`` (restarting after the prefix for every packed turn) and
+    ``segments`` (0 on the prefix and on a whole dialogue, turn ``i`` on its tokens), from which the recipe builds
+    the mask that hides packed turns from each other.
     """
 
     def __init__(
-        self, source: str | Path, samples: list[Instruction], tokenizer: PreTrainedTokenizerBase, plan: Plan,
-        video_id: int, num_video_tokens: int, system_prompt: str | None, max_length: int,
+        self, source: str | Path, samples: list[Instruction], tokenizer: PreTrainedTokenizerBase,
+        samplings: dict[int, ChatSampling], budget: int, video_id: int, system_prompt: str | None, max_length: int,
+        independent_turns: float = 0.0,
     ) -> None:
-        self.source, self.samples, self.tokenizer, self.plan = str(source), samples, tokenizer, plan
-        self.video_id, self.num_video_tokens = video_id, num_video_tokens
+        if budget not in samplings:
+            raise ValueError(f"budget {budget} has no sampling (given: {sorted(samplings)})")
+        self.source, self.samples, self.tokenizer = str(source), samples, tokenizer
+        self.samplings, self.budget, self.video_id = samplings, budget, video_id
         self.system_prompt, self.max_length = system_prompt, max_length
-        self._clips: list[tuple[torch.Tensor, VideoContext] | SkippedVideo] | None = None
+        self.independent_turns = independent_turns
+        self._clips: dict[tuple[int, int], list[tuple[torch.Tensor, VideoContext] | SkippedVideo]] | None = None
+
+    @property
+    def plan(self) -> Plan:
+        """The sampling of the default budget."""
+        return self.samplings[self.budget].plan
 
     def cache_clips(self, workers: int = 0, progress: bool = True) -> None:
-        """Decode every sample's clip once and keep it (uint8, ``T x S x S x 3`` bytes a sample): the sampling
-        has no randomness, so each epoch would decode the same frames again. Items stay exactly the same."""
-        self._clips = decode_once(_DecodeOnce(self.samples, self.plan), workers, "decoding each chat clip once",
-                                  "clip", progress)
-        for entry in self._clips:
+        """Decode every sample's clip once per distinct sampling and keep it (uint8, ``T x S x S x 3`` bytes a
+        sample): the sampling has no randomness, so each epoch would decode the same frames again. Items stay
+        exactly the same."""
+        self._clips = {}
+        for key, plan in {_sampling_key(s.plan): s.plan for s in self.samplings.values()}.items():
+            self._clips[key] = decode_once(_DecodeOnce(self.samples, plan), workers,
+                                           f"decoding each chat clip once ({plan.frames} x {plan.resolution}px)",
+                                           "clip", progress)
+        for entry in next(iter(self._clips.values())):  # every sampling fails on the same videos
             if isinstance(entry, SkippedVideo):
                 self._report(entry)
 
@@ -172,43 +201,95 @@ class InstructionDataset(Dataset):
     @property
     def nbytes(self) -> int:
         """Memory held by :meth:`cache_clips` (0 before it)."""
-        return sum(entry[0].numel() for entry in self._clips or () if not isinstance(entry, SkippedVideo))
+        return sum(entry[0].numel() for clips in (self._clips or {}).values() for entry in clips
+                   if not isinstance(entry, SkippedVideo))
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: Any) -> dict[str, torch.Tensor] | SkippedVideo:
+    def __getitem__(self, key: Any) -> dict[str, Any] | SkippedVideo:
         index = int(getattr(key, "index", key))
+        budget = getattr(key, "budget", None) or self.budget
+        if budget not in self.samplings:
+            raise ValueError(f"{self.source}: asked for budget {budget}, which has no sampling here "
+                             f"({sorted(self.samplings)})")
+        sampling = self.samplings[budget]
         sample = self.samples[index]
         if self._clips is not None:
-            clip = self._clips[index]  # failures were reported when the cache was built
+            clip = self._clips[_sampling_key(sampling.plan)][index]  # failures were reported when cached
         else:
-            clip = _decode_sample(self.samples, self.plan, index, threads=1 if get_worker_info() is not None else 0)
+            clip = _decode_sample(self.samples, sampling.plan, index,
+                                  threads=1 if get_worker_info() is not None else 0)
             if isinstance(clip, SkippedVideo):
                 self._report(clip)
         if isinstance(clip, SkippedVideo):
             return clip
         video, context = normalize(clip[0]), clip[1]
+        seed = getattr(key, "seed", index)
+        encode = self._conversation
+        if self.independent_turns > 0:
+            packed = random.Random(seed).random() < self.independent_turns
+            encode = self._packed if packed else self._dialogue
         turns = sample.turns
         while True:
-            messages = build_messages(self.system_prompt, context, turns)
-            ids, labels = encode_conversation(self.tokenizer, messages, self.video_id, self.num_video_tokens)
-            if len(ids) <= self.max_length:
+            tokens = encode(context, turns, sampling.num_video_tokens)
+            if len(tokens["input_ids"]) <= self.max_length:
                 break
             if len(turns) == 1:
-                reason = (f"line {sample.line} of {self.source}: the first turn needs {len(ids)} tokens "
-                          f"({self.num_video_tokens} for the video), more than max_length {self.max_length}")
+                reason = (f"line {sample.line} of {self.source}: the first turn needs {len(tokens['input_ids'])} "
+                          f"tokens ({sampling.num_video_tokens} for the video), more than max_length "
+                          f"{self.max_length}")
                 log.warning("skipping %s", reason)
                 return SkippedVideo(index, sample.path, reason)
             turns = turns[:-1]
-        return {"video": video, "input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "sample": index}
+        return {"video": video, **{k: torch.tensor(v) for k, v in tokens.items()}, "sample": index, "budget": budget}
+
+    def _conversation(self, context: VideoContext, turns: tuple[tuple[str, str], ...], video_tokens: int
+                      ) -> dict[str, list[int]]:
+        messages = build_messages(self.system_prompt, context, turns)
+        ids, labels = encode_conversation(self.tokenizer, messages, self.video_id, video_tokens)
+        return {"input_ids": ids, "labels": labels}
+
+    def _dialogue(self, context: VideoContext, turns: tuple[tuple[str, str], ...], video_tokens: int
+                  ) -> dict[str, list[int]]:
+        """A dialogue in the packed layout: all of it in segment 0, positions in order."""
+        tokens = self._conversation(context, turns, video_tokens)
+        length = len(tokens["input_ids"])
+        return {**tokens, "position_ids": list(range(length)), "segments": [0] * length}
+
+    def _packed(self, context: VideoContext, turns: tuple[tuple[str, str], ...], video_tokens: int
+                ) -> dict[str, list[int]]:
+        """Every turn as its own one-question conversation, packed behind the tokens they all begin with (never
+        an answer token, so each answer keeps its own copy)."""
+        alone = [self._conversation(context, (turn,), video_tokens) for turn in turns]
+        shared = min(len(c["input_ids"]) for c in alone)
+        for position in range(shared):
+            column = {(c["input_ids"][position], c["labels"][position]) for c in alone}
+            if len(column) > 1 or next(iter(column))[1] != IGNORE_INDEX:
+                shared = position
+                break
+        packed = {"input_ids": alone[0]["input_ids"][:shared], "labels": alone[0]["labels"][:shared],
+                  "position_ids": list(range(shared)), "segments": [0] * shared}
+        for number, conversation in enumerate(alone, start=1):
+            rest = len(conversation["input_ids"]) - shared
+            packed["input_ids"] += conversation["input_ids"][shared:]
+            packed["labels"] += conversation["labels"][shared:]
+            packed["position_ids"] += list(range(shared, shared + rest))
+            packed["segments"] += [number] * rest
+        return packed
+
+
+def _sampling_key(plan: Plan) -> tuple[int, int]:
+    """What decoding depends on: budgets with the same frames and resolution share their decoded clips."""
+    return plan.frames, plan.resolution
 
 
 class InstructionCollate:
     """Right-pads ids (with ``pad_id``, masked out) and labels (with the ignore index); stacks the clips.
 
     Bad videos are dropped and listed under ``"skipped"`` (the engine logs them); a batch may therefore have
-    fewer rows, and one whose videos all failed has only the ``"skipped"`` key (the engine skips it).
+    fewer rows, and one whose videos all failed has only the ``"skipped"`` key (the engine skips it). Packed
+    independent turns also give ``position_ids`` and ``segments`` (padding in segment -1).
     """
 
     def __init__(self, pad_id: int) -> None:
@@ -223,10 +304,19 @@ class InstructionCollate:
         input_ids = torch.full((len(good), length), self.pad_id, dtype=torch.long)
         labels = torch.full((len(good), length), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(good), length), dtype=torch.long)
+        packed = "segments" in good[0]  # independent turns: positions and segments, padding in segment -1
+        position_ids = torch.zeros((len(good), length), dtype=torch.long)
+        segments = torch.full((len(good), length), -1, dtype=torch.long)
         for row, item in enumerate(good):
             size = len(item["input_ids"])
             input_ids[row, :size], labels[row, :size], attention_mask[row, :size] = \
                 item["input_ids"], item["labels"], 1
-        return {"video": torch.stack([item["video"] for item in good]), "input_ids": input_ids, "labels": labels,
-                "attention_mask": attention_mask, "sample": torch.tensor([item["sample"] for item in good]),
-                "skipped": skipped}
+            if packed:
+                position_ids[row, :size], segments[row, :size] = item["position_ids"], item["segments"]
+        budgets = {item["budget"] for item in good}
+        if len(budgets) > 1:
+            raise ValueError(f"a batch must be read at one budget, got {sorted(budgets)}")
+        batch = {"video": torch.stack([item["video"] for item in good]), "input_ids": input_ids, "labels": labels,
+                 "attention_mask": attention_mask, "sample": torch.tensor([item["sample"] for item in good]),
+                 "budget": budgets.pop(), "skipped": skipped}
+        return {**batch, "position_ids": position_ids, "segments": segments} if packed else batch

@@ -139,15 +139,14 @@ class VisionTower(nn.Module):
     def num_tokens(self) -> int:
         return video_token_count(self.plan, self.vit.config.tubelet_size, self.tokens_per_frame, self.summary)
 
-    def forward(self, video: torch.Tensor, keep_tokens: int | None = None) -> VisionFeatures:
-        """``keep_tokens``: keep this many instead of the plan's (chat training at several budgets)."""
+    def forward(self, video: torch.Tensor) -> VisionFeatures:
         expected = (self.plan.frames, self.plan.resolution, self.plan.resolution)
         if video.ndim != 5 or tuple(video.shape[2:]) != expected:
             raise ValueError(f"budget {self.plan.budget} expects video [B, 3, {expected[0]}, {expected[1]}, "
                              f"{expected[2]}], got {tuple(video.shape)}")
         trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         with torch.set_grad_enabled(trains):
-            out = self.vit.encode(video, keep_tokens=keep_tokens or self.plan.keep_tokens)
+            out = self.vit.encode(video, keep_tokens=self.plan.keep_tokens)
             tokens, pooled = out.tokens[:, 1:], out.pooled
             if self.second is not None:
                 seen = self.second.encode(video, positions=out.positions)

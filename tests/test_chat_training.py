@@ -17,7 +17,7 @@ from tests.test_chat_support import (  # noqa: F401 (fixtures)
     BUDGET, QUESTION, TOKENS_PER_FRAME, ToyChat, answer_for, chat_config, _one_torch_thread, toy_chat, train_projector,
 )
 from training.config import ConfigError, load_config
-from training.data import SampleKey
+from training.data import BudgetTurn, ResumableBatchSampler, SampleKey
 from training.engine import Trainer, checkpoint_files
 from training.recipes.chat import ChatConfig, build_datasets, build_recipe
 
@@ -177,22 +177,70 @@ def test_dataset_items_and_batches(toy_chat: ToyChat) -> None:
     assert batch["attention_mask"].sum(1).tolist() == [len(data.train[0]["input_ids"]), len(data.train[1]["input_ids"])]
 
 
-def test_train_budgets_take_turns_per_batch_and_resume_in_turn(toy_chat: ToyChat) -> None:
+def test_train_budgets_take_turns_each_read_as_serving_reads_it(toy_chat: ToyChat) -> None:
     cfg = chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train, train_budgets=[BUDGET, 48])
     recipe, data = build_recipe(cfg), build_datasets(cfg)
-    batch = data.collate([data.train[i] for i in range(4)])
+    turns = recipe.budget_turns()  # the tiny ViT's table: 128 tokens on 4 frames, 48 on 2 (both at 84 px)
+    assert turns == [BudgetTurn(BUDGET, 4, 84), BudgetTurn(48, 2, 84)]
+    sampler = ResumableBatchSampler(len(data.train), 4, recipe.vision.vit.config, seed=0, flexible=False, frames=4,
+                                    resolution=84, turns=turns)
+    batches = [data.collate([data.train[key] for key in keys]) for keys in list(sampler)[:3]]
+    assert [b["budget"] for b in batches] == [BUDGET, 48, BUDGET]
+    assert [b["video"].shape[2] for b in batches] == [4, 2, 4]
+    placeholders = [int((b["input_ids"][0] == data.train.video_id).sum()) for b in batches]
+    assert placeholders == [4 * TOKENS_PER_FRAME, 2 * TOKENS_PER_FRAME, 4 * TOKENS_PER_FRAME]
+    sampler.set_position(epoch=1, start_batch=1)  # batch 7 of the run (6 a epoch): 48 tokens again
+    assert len(sampler) == 6 and {k.budget for k in next(iter(sampler))} == {48}
     recipe.train()
     with torch.no_grad():
-        losses = [float(recipe(batch)[0]) for _ in range(3)]
-        assert losses[0] == losses[2] != losses[1], "128 tokens, then 48, then 128 again"
-        assert int(recipe.trainable_state_dict()["batches_seen"]) == 3
+        assert torch.isfinite(recipe(batches[1])[0]), "in training the batch's budget picks the ViT's sampling"
         recipe.eval()
-        assert float(recipe(batch)[0]) == losses[0], "outside training the plan's own budget"
-    resumed = build_recipe(cfg)
-    resumed.load_state_dict(recipe.trainable_state_dict(), strict=False)
-    resumed.train()
+        with pytest.raises(ValueError, match="expects video"):
+            recipe(batches[1])  # outside training: chat.budget's sampling only
+
+
+def test_independent_turns_train_each_turn_as_if_asked_first(toy_chat: ToyChat, tmp_path: Path) -> None:
+    turns = [("What colour is the video?", "Red."), ("Is anything moving?", "Nothing moves."),
+             ("What colour is the video, again?", "Still red.")]
+
+    def messages(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+        return [m for q, a in pairs for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+
+    clips = [str(clip) for clip, _ in toy_chat.held_out[:2]]
+    together, alone = tmp_path / "together.jsonl", tmp_path / "alone.jsonl"
+    together.write_text("".join(json.dumps({"path": c, "conversations": messages(turns)}) + "\n" for c in clips))
+    alone.write_text("".join(json.dumps({"path": c, "conversations": messages([t])}) + "\n"
+                             for c in clips for t in turns))
+    packed_cfg = chat_config(tmp_path, toy_chat.llm, toy_chat.vit, together, independent_turns=1.0)
+    packed_data = build_datasets(packed_cfg)
+    packed, single = packed_data.train, build_datasets(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, alone)).train
+    item = packed[0]
+    conversations = [single[i]["input_ids"] for i in range(3)]
+    prefix = int((item["segments"] == 0).sum())
+    assert all(torch.equal(c[:prefix], item["input_ids"][:prefix]) for c in conversations), "one shared prefix"
+    assert len(item["input_ids"]) == prefix + sum(len(c) - prefix for c in conversations)
+    for turn, conversation in enumerate(conversations, start=1):  # each turn where a first question would be
+        mine = item["segments"] == turn
+        assert torch.equal(item["input_ids"][mine], conversation[prefix:])
+        assert item["position_ids"][mine].tolist() == list(range(prefix, len(conversation)))
+    recipe = build_recipe(packed_cfg).eval()
+    batch = packed_data.collate([packed[0], packed[1]])
     with torch.no_grad():
-        assert float(resumed(batch)[0]) == losses[1], "a resumed run goes on with the next budget in turn"
+        together_loss = recipe(batch)[0]
+        alone_loss = recipe(packed_data.collate([single[i] for i in range(6)]))[0]  # the same answer tokens
+        assert torch.allclose(together_loss, alone_loss, atol=1e-5)
+        unmasked = {k: v for k, v in batch.items() if k not in ("segments", "position_ids")}
+        assert not torch.allclose(recipe(unmasked)[0], together_loss, atol=1e-3), "unmasked, turns see each other"
+    mixed = build_datasets(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, together, independent_turns=0.5))
+    dialogue = build_datasets(chat_config(tmp_path, toy_chat.llm, toy_chat.vit, together)).train[0]
+    items = [mixed.train[SampleKey(0, frames=0, resolution=0, seed=seed)] for seed in range(12)]
+    layouts = {int(item["segments"].max()) for item in items}
+    assert layouts == {0, 3}, "the seed picks, per sample, packed turns or the dialogue"
+    as_dialogue = next(item for item in items if int(item["segments"].max()) == 0)
+    assert torch.equal(as_dialogue["input_ids"], dialogue["input_ids"])
+    assert as_dialogue["position_ids"].tolist() == list(range(len(dialogue["input_ids"])))
+    with torch.no_grad():  # in the packed layout a dialogue is still a dialogue
+        assert torch.allclose(recipe(mixed.collate([as_dialogue]))[0], recipe(mixed.collate([dialogue]))[0], atol=1e-5)
 
 
 def test_a_missing_video_is_skipped_not_fatal(toy_chat: ToyChat, tmp_path: Path) -> None:
@@ -238,19 +286,22 @@ def test_cached_features_are_the_vits_own_and_spare_the_vit_its_forward(toy_chat
     cfg = chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train, cache_features=True, **settings)
     recipe, data = build_recipe(cfg), build_datasets(cfg)
     plain = build_recipe(chat_config(toy_chat.root, toy_chat.llm, toy_chat.vit, toy_chat.train, **settings))
-    first, later = data.collate([data.train[i] for i in range(4)]), data.collate([data.train[i] for i in (2, 5, 3)])
-    assert first["sample"].tolist() == [0, 1, 2, 3]
+
+    def batch(samples: tuple[int, ...], budget: int) -> dict:
+        return data.collate([data.train[SampleKey(i, frames=0, resolution=0, seed=0, budget=budget)] for i in samples])
+
+    first, later = {b: batch((0, 1, 2, 3), b) for b in (BUDGET, 48)}, batch((2, 5, 3), BUDGET)
     recipe.train(), plain.train()
     with torch.no_grad():
-        for _ in (BUDGET, 48):  # the batches take turns: 128 tokens, then 48
-            assert torch.allclose(recipe(first)[0], plain(first)[0], atol=1e-6)
+        for budget in (BUDGET, 48):  # the batches take turns: 128 tokens on 4 frames, then 48 on 2
+            assert torch.allclose(recipe(first[budget])[0], plain(first[budget])[0], atol=1e-6)
         assert set(recipe._features) == {(s, k) for s in range(4) for k in (BUDGET, 48)}
         blank = {**later, "video": torch.zeros_like(later["video"])}  # cached rows must ignore the pixels now
-        cached, direct = recipe._vision_features(blank, BUDGET), plain.vision(later["video"], BUDGET)
+        cached, direct = recipe._vision_features(blank, recipe.vision), plain.vision(later["video"])
         for got, want in zip(cached, direct):  # the tokens, then the summary
             assert torch.allclose(got[[0, 2]], want[[0, 2]], atol=1e-6)  # samples 2 and 3: from the cache
             assert not torch.allclose(got[1], want[1], atol=1e-3)  # sample 5 is new: encoded from its blank pixels
-        alone = plain.vision(blank["video"][1:2], BUDGET)
+        alone = plain.vision(blank["video"][1:2])
         assert torch.equal(cached.tokens[1], alone.tokens[0]) and torch.equal(cached.summary[1], alone.summary[0])
         recipe.eval()
         assert torch.allclose(recipe(blank)[0], plain.eval()(blank)[0], atol=1e-6), "outside training: no cache"

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from encoder import get_config, load_model
 from training.config import ConfigError, load_config
-from training.data import ResumableBatchSampler, SampleKey
+from training.data import BudgetTurn, ResumableBatchSampler, SampleKey
 from training.engine import Trainer, checkpoint_files
 from training.recipes.ft import FTConfig, FTRecipe, build_recipe
 
@@ -207,6 +207,24 @@ def test_sampler_positions_and_flexible_draws_are_deterministic() -> None:
     ranks = [ResumableBatchSampler(20, 3, cfg, 5, True, 8, 112, rank=r, world_size=2) for r in (0, 1)]
     seen = [k.index for s in ranks for b in s for k in b]
     assert len(seen) == len(set(seen)) == 18, "ranks split the data without overlap"
+
+
+def test_sampler_turns_give_batches_their_budgets_in_turn_across_epochs_and_ranks() -> None:
+    cfg = get_config("fluxvit_tiny_patch14")
+    turns = [BudgetTurn(128, 4, 84), BudgetTurn(128, 4, 84), BudgetTurn(48, 2, 84)]
+    sampler = ResumableBatchSampler(20, 3, cfg, seed=5, flexible=True, frames=8, resolution=112, turns=turns)
+    seen = []
+    for epoch in (0, 1):  # 6 batches an epoch: the rotation runs on across the epoch boundary
+        sampler.set_position(epoch)
+        for batch in sampler:
+            assert len({(k.budget, k.frames, k.resolution) for k in batch}) == 1, "one budget per batch"
+            seen.append((batch[0].budget, batch[0].frames, batch[0].resolution))
+    assert seen == [tuple(turns[n % 3]) for n in range(12)], "the turns replace the flexible draw"
+    sampler.set_position(epoch=1, start_batch=2)  # a resumed run: batch 8 of the run
+    assert next(iter(sampler))[0].budget == 48
+    ranks = [ResumableBatchSampler(20, 3, cfg, 5, False, 4, 84, rank=r, world_size=2, turns=turns) for r in (0, 1)]
+    budgets = [[b[0].budget for b in rank] for rank in ranks]
+    assert budgets[0] == budgets[1] == [128, 128, 48], "every rank reads a batch at the same budget"
 
 
 def test_bad_config_files_are_reported_with_the_field(tmp_path: Path) -> None:

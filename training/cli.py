@@ -17,7 +17,7 @@ from encoder.cli import fail, parse_budgets
 from encoder.video import AnnotationError, RandAug, TrainAugment, VideoDataset, read_annotations, skip_bad_collate
 
 from .config import ConfigError, TrainConfig, load_config
-from .data import ByIndex, TrainingClips, captioned_collate
+from .data import TrainingClips, captioned_collate
 from .engine import Trainer
 from .frame_cache import CachedClips
 from .recipe import Recipe
@@ -119,7 +119,7 @@ def build_chat(cfg: Any) -> Built:
     from .recipes.chat import build_datasets, build_recipe
 
     data = build_datasets(cfg)
-    return build_recipe(cfg), ByIndex(data.train), data.collate
+    return build_recipe(cfg), data.train, data.collate
 
 
 def run_training(cfg: TrainConfig, build: Callable[[TrainConfig], Built], export_name: str) -> Path:

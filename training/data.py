@@ -1,4 +1,5 @@
-"""Deterministic, resumable batching with one flexible (frames, resolution) draw per batch.
+"""Deterministic, resumable batching with one flexible (frames, resolution) draw per batch, or budgets that
+batches take in turn (chat training at several token budgets).
 
 Every piece of data randomness is a function of (seed, epoch, batch index), so a run resumed from a
 checkpoint sees exactly the batches and augmentations the uninterrupted run would have seen, whatever the
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -30,20 +31,34 @@ class SampleKey:
     frames: int
     resolution: int
     seed: int
+    budget: int | None = None  # the token budget of this batch when batches take budgets in turn
+
+
+class BudgetTurn(NamedTuple):
+    """One budget of a rotation: its token count and the sampling it is served at."""
+
+    budget: int
+    frames: int
+    resolution: int
 
 
 class ResumableBatchSampler(Sampler[list[SampleKey]]):
-    """Shuffled, rank-sharded batches of :class:`SampleKey`, starting at any batch of an epoch."""
+    """Shuffled, rank-sharded batches of :class:`SampleKey`, starting at any batch of an epoch.
+
+    With ``turns``, batch ``n`` of the run (counted across epochs) takes ``turns[n % len(turns)]``: its budget
+    and sampling, on every rank; otherwise each batch draws its sampling (flexible) or keeps the fixed one."""
 
     def __init__(
         self, size: int, batch_size: int, model: FluxViTConfig, seed: int, flexible: bool, frames: int,
         resolution: int, rank: int = 0, world_size: int = 1, drop_last: bool = True,
+        turns: Sequence[BudgetTurn] = (),
     ) -> None:
         if size < 1:
             raise ValueError("the training set is empty")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.choices = FlexibleSampler(model).options if flexible else [(frames, resolution)]
+        self.turns = list(turns)
         self.epoch, self.start_batch = 0, 0
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
@@ -61,11 +76,14 @@ class ResumableBatchSampler(Sampler[list[SampleKey]]):
         order = (order * math.ceil(per_rank * self.world_size / self.size))[: per_rank * self.world_size]
         mine = order[self.rank::self.world_size]
         for b in range(self.start_batch, len(self)):
-            shared = random.Random(f"{self.seed}/{self.epoch}/{b}")  # the same sampling on every rank
-            frames, resolution = shared.choice(self.choices)
+            if self.turns:
+                budget, frames, resolution = self.turns[(self.epoch * len(self) + b) % len(self.turns)]
+            else:
+                shared = random.Random(f"{self.seed}/{self.epoch}/{b}")  # the same sampling on every rank
+                (frames, resolution), budget = shared.choice(self.choices), None
             local = random.Random(f"{self.seed}/{self.epoch}/{b}/{self.rank}")
             chunk = mine[b * self.batch_size:(b + 1) * self.batch_size]
-            yield [SampleKey(i, frames, resolution, local.randrange(2**31)) for i in chunk]
+            yield [SampleKey(i, frames, resolution, local.randrange(2**31), budget) for i in chunk]
 
 
 class TrainingClips(Dataset):
@@ -85,19 +103,6 @@ class TrainingClips(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(key.seed)
             return self.videos[(key.index, plan)]
-
-
-class ByIndex(Dataset):
-    """For datasets with one fixed sampling (e.g. chat instructions): answers a :class:`SampleKey` by its index."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: SampleKey) -> Any:
-        return self.dataset[key.index]
 
 
 def captioned_collate(items: list) -> dict[str, Any]:

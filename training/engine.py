@@ -166,7 +166,7 @@ class Trainer:
                     module.set_grad_checkpointing(True)
         self.sampler = ResumableBatchSampler(
             len(dataset), cfg.data.batch_size, cfg.vit_config(), cfg.seed, cfg.data.flexible, cfg.data.frames,
-            cfg.data.resolution, self.ctx.rank, self.ctx.world_size,
+            cfg.data.resolution, self.ctx.rank, self.ctx.world_size, turns=self.recipe.budget_turns(),
         )
         steps_per_epoch = len(self.sampler) // cfg.grad_accum
         if steps_per_epoch < 1:

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .data import BudgetTurn
+
 
 class Recipe(nn.Module):
     """Base class: subclasses implement :meth:`forward` and usually :meth:`export`."""
@@ -34,6 +36,11 @@ class Recipe(nn.Module):
             {"params": decay, "weight_decay": weight_decay, "lr": base_lr, "lr_scale": 1.0},
             {"params": no_decay, "weight_decay": 0.0, "lr": base_lr, "lr_scale": 1.0},
         ]
+
+    def budget_turns(self) -> list[BudgetTurn]:
+        """Budgets (with their samplings) that training batches take in turn; empty: the data config's
+        sampling (fixed or flexible) with the recipe's own token counts."""
+        return []
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.state_dict().items() if not k.startswith(self.frozen_prefixes)}

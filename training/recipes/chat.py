@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from chat.data import InstructionCollate, InstructionDataset, read_instructions
+from chat.data import ChatSampling, InstructionCollate, InstructionDataset, read_instructions
 from chat.features import VisionFeatures
 from chat.llm import add_lora, decoder_and_head, llm_dim, load_llm, load_tokenizer, video_token_id
 from chat.projector import PROJECTOR_FILE, Projector, ProjectorInfo, ProjectorKind, save_projector
@@ -25,6 +25,7 @@ from encoder import FluxViTConfig, get_config, list_models, plan
 from encoder.checkpoint import read_checkpoint, save_checkpoint
 
 from ..config import OptimConfig, Strict, TrainConfig
+from ..data import BudgetTurn
 from ..recipe import Recipe
 
 
@@ -36,9 +37,10 @@ class ChatSection(Strict):
                                                         "first keeps; its features are concatenated to the "
                                                         "first's (saved as <projector>-second-vision.pt)")
     budget: int = Field(1024, ge=1, description="vision token budget (the sampling follows its plan)")
-    train_budgets: tuple[int, ...] = Field((), description="token counts the ViT keeps in training, one per "
-                                                           "batch in turn, on budget's sampling (empty: budget's "
-                                                           "own), so the chat also serves the smaller budgets")
+    train_budgets: tuple[int, ...] = Field((), description="budgets that training batches take in turn, each "
+                                                           "read as serving reads it (the sampling the ViT's "
+                                                           "Token Optimization table gives it), so the one "
+                                                           "projector serves them all (empty: budget alone)")
     projector: ProjectorKind = Field("linear", description="linear (the paper's) or mlp2 (two-layer GELU)")
     tokens_per_frame: int | None = Field(None, ge=1, description="pool each frame to this square count; "
                                                                   "None sends every kept token")
@@ -56,6 +58,11 @@ class ChatSection(Strict):
     vision_lr_scale: float = Field(0.1, gt=0, le=1, description="with train_vision: the ViTs' learning rate "
                                                                 "relative to the projector's and the LLM's")
     max_length: int = Field(2048, ge=16, description="token limit of a sample; later turns beyond it are dropped")
+    independent_turns: float = Field(0.0, ge=0, le=1, description="share of samples whose turns are each trained "
+                                                                 "as if asked first about the clip, blind to the "
+                                                                 "others (separate questions, not a dialogue), "
+                                                                 "packed behind their shared prefix; the rest "
+                                                                 "stay dialogues")
     cache_clips: bool = Field(False, description="decode every sample's clip once and keep it in memory (uint8, "
                                                  "T x S x S x 3 bytes a sample); the same batches, less CPU")
     cache_features: bool = Field(False, description="frozen ViTs only: keep each training sample's features (the "
@@ -125,9 +132,20 @@ def _source_name(source: str) -> str:
     return str(path.resolve()) if path.exists() else source
 
 
+def turn_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Attention mask ``[B, 1, L, L]`` of packed independent turns (``segments``: 0 on the shared prefix, turn
+    numbers after it, -1 on padding): causal, and a token sees the prefix and its own turn only (padding sees
+    padding, so no row of the mask is empty)."""
+    query, key = segments[:, :, None], segments[:, None, :]
+    length = segments.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segments.device).tril()
+    return (causal & ((key == 0) | (key == query)))[:, None]
+
+
 class ChatRecipe(Recipe):
     """Batch (from :func:`build_datasets`' collate): ``video [B, 3, T, S, S]``, ``input_ids`` / ``labels`` /
-    ``attention_mask`` ``[B, L]`` with the video placeholder repeated once per video token."""
+    ``attention_mask`` ``[B, L]`` with the video placeholder repeated once per video token, and the ``budget``
+    the batch was read at."""
 
     frozen_prefixes: tuple[str, ...] = ("vision.", "llm.")
 
@@ -151,9 +169,9 @@ class ChatRecipe(Recipe):
         if cfg.grad_checkpointing:
             llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.video_id = video_token_id(tokenizer)
-        if section.train_budgets:  # which of them the next batch keeps; a buffer, so a resumed run goes on in turn
-            self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
-        self._features: dict[tuple[int, int | None], VisionFeatures] = {}  # (sample, kept tokens) -> features
+        # the towers of the budgets batches take in turn: views of the same ViTs at each budget's sampling
+        self._towers = {budget: self.vision.at(budget) for budget in section.train_budgets}
+        self._features: dict[tuple[int, int], VisionFeatures] = {}  # (sample, budget) -> features
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.projector = Projector(section.projector, self.vision.dim, llm_dim(llm), self.vision.summary_dim)
@@ -184,16 +202,21 @@ class ChatRecipe(Recipe):
         return {k: v for k, v in self.state_dict().items()
                 if k in trainable or not k.startswith(self.frozen_prefixes)}
 
+    def budget_turns(self) -> list[BudgetTurn]:
+        plans = [self._towers[budget].plan for budget in self.cfg.chat.train_budgets]
+        return [BudgetTurn(p.budget, p.frames, p.resolution) for p in plans]
+
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        keep = None
-        if self.training and self.cfg.chat.train_budgets:
-            budgets = self.cfg.chat.train_budgets
-            keep = min(budgets[int(self.batches_seen) % len(budgets)], self.vision.plan.tokens)
-            self.batches_seen += 1
-        video = self.projector(self._vision_features(batch, keep))
+        """In training, the batch's budget (``train_budgets`` in turn); otherwise ``chat.budget``."""
+        tower = self._towers.get(batch.get("budget"), self.vision) if self.training else self.vision
+        video = self.projector(self._vision_features(batch, tower))
         embeds = splice_video(self.llm.get_input_embeddings(), batch["input_ids"], video, self.video_id)
         decoder, head = decoder_and_head(self.llm)
-        hidden = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"], use_cache=False)
+        if "segments" in batch:  # independent turns: each sees the shared prefix and itself, from its own positions
+            hidden = decoder(inputs_embeds=embeds, attention_mask=turn_mask(batch["segments"]),
+                             position_ids=batch["position_ids"], use_cache=False)
+        else:
+            hidden = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"], use_cache=False)
         targets = batch["labels"][:, 1:]
         answer = targets != IGNORE_INDEX
         logits = head(hidden.last_hidden_state[:, :-1][answer]).float()
@@ -201,15 +224,15 @@ class ChatRecipe(Recipe):
         accuracy = (logits.detach().argmax(-1) == targets[answer]).float().mean()
         return loss, {"answer_accuracy": float(accuracy), "answer_tokens": float(answer.sum())}
 
-    def _vision_features(self, batch: dict[str, Any], keep: int | None) -> VisionFeatures:
+    def _vision_features(self, batch: dict[str, Any], tower: VisionTower) -> VisionFeatures:
         """The ViTs' features for the batch; with ``chat.cache_features`` in training, each sample's are
-        encoded once per token count (frozen ViTs in eval mode on a fixed sampling give the same ones again)."""
+        encoded once per budget (frozen ViTs in eval mode on a fixed sampling give the same ones again)."""
         if not (self.training and self.cfg.chat.cache_features):
-            return self.vision(batch["video"], keep)
-        samples = [(sample, keep) for sample in batch["sample"].tolist()]
+            return tower(batch["video"])
+        samples = [(sample, tower.plan.budget) for sample in batch["sample"].tolist()]
         missing = [row for row, key in enumerate(samples) if key not in self._features]
         if missing:
-            fresh = self.vision(batch["video"][missing], keep)
+            fresh = tower(batch["video"][missing])
             for index, row in enumerate(missing):
                 self._features[samples[row]] = VisionFeatures(
                     *(None if part is None else part[index].clone() for part in fresh))
@@ -266,14 +289,18 @@ def build_datasets(cfg: ChatConfig) -> ChatData:
     """Datasets over ``data.train`` (and ``data.val``) and the collate function that makes the recipe's batch."""
     section = cfg.chat
     vit = vision_config(cfg)
-    sampling = plan(section.budget, vit)
-    check_tokens_per_frame(sampling, vit.patch_size, section.tokens_per_frame)
+    samplings = {}
+    for budget in (section.budget, *section.train_budgets):
+        sampling = plan(budget, vit)
+        check_tokens_per_frame(sampling, vit.patch_size, section.tokens_per_frame)
+        count = video_token_count(sampling, vit.tubelet_size, section.tokens_per_frame, section.summary_token)
+        samplings[budget] = ChatSampling(sampling, count)
     tokenizer = load_tokenizer(section.llm)
-    count = video_token_count(sampling, vit.tubelet_size, section.tokens_per_frame, section.summary_token)
 
     def dataset(source: Path) -> InstructionDataset:
-        return InstructionDataset(source, read_instructions(source, cfg.data.root), tokenizer, sampling,
-                                  video_token_id(tokenizer), count, section.system_prompt, section.max_length)
+        return InstructionDataset(source, read_instructions(source, cfg.data.root), tokenizer, samplings,
+                                  section.budget, video_token_id(tokenizer), section.system_prompt,
+                                  section.max_length, section.independent_turns)
 
     train, val = dataset(cfg.data.train), dataset(cfg.data.val) if cfg.data.val else None
     if section.cache_clips:
