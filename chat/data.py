@@ -225,10 +225,9 @@ class InstructionDataset(Dataset):
         if isinstance(clip, SkippedVideo):
             return clip
         video, context = normalize(clip[0]), clip[1]
-        seed = getattr(key, "seed", index)
         encode = self._conversation
-        if self.independent_turns > 0:
-            packed = random.Random(seed).random() < self.independent_turns
+        if self.independent_turns > 0:  # drawn from the batch's seed, so every epoch draws anew
+            packed = random.Random(getattr(key, "seed", index)).random() < self.independent_turns
             encode = self._packed if packed else self._dialogue
         turns = sample.turns
         while True:

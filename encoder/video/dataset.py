@@ -126,8 +126,9 @@ def skip_bad_collate(items: list[dict[str, Any] | SkippedVideo]) -> dict[str, An
     A batch whose samples all failed has only the ``"skipped"`` key.
     """
     good = [item for item in items if not isinstance(item, SkippedVideo)]
-    batch = default_collate([{k: v for k, v in item.items() if k != "negatives"} for item in good]) if good else {}
-    if good:  # lists of different lengths, which default_collate cannot stack
+    batch: dict[str, Any] = {}
+    if good:  # negatives: lists of different lengths, which default_collate cannot stack
+        batch = default_collate([{k: v for k, v in item.items() if k != "negatives"} for item in good])
         batch["negatives"] = [item.get("negatives", []) for item in good]
     batch["skipped"] = [item for item in items if isinstance(item, SkippedVideo)]
     return batch
