@@ -76,7 +76,8 @@ def train(
     ft_steps: int = typer.Option(DEFAULTS.ft_steps, min=1, help="Flux-FT optimizer steps."),
     chat_steps: int = typer.Option(DEFAULTS.chat_steps, min=1, help="Chat (projector, LM, ViT) optimizer steps."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, min=2),
-    workers: int = typer.Option(DEFAULTS.workers, min=0, help="Decoding worker processes per run."),
+    workers: int = typer.Option(DEFAULTS.workers, min=0,
+                                help="Loader processes per run (0: in the main process, the fastest on 2 cores)."),
     cache_frames: int = typer.Option(DEFAULTS.cache_frames, min=0,
                                      help="Frames per clip decoded once and kept in memory for Flux-CLIP and "
                                           "Flux-FT; the chat then keeps its clips too (0: decode every batch)."),

@@ -74,9 +74,12 @@ class DemoTraining:
     test_clips: int = 120
     clip_steps: int = 1200
     ft_steps: int = 2000
-    chat_steps: int = 1000
+    chat_steps: int = 800  # 1000: chat 0.838 / 0.858 at 128 / 256 tokens, 3.4 minutes more, for 0.826 / 0.834
     batch_size: int = 32
-    workers: int = 2
+    #: Loader processes per run (decoding, evaluation). 0 on 2 cores: with the frames cached a batch takes about
+    #: 30 ms to assemble, and workers take the cores from the step. The same models; the ViT stages' steps are
+    #: 13-21% faster than with 1 or 2, the chat's about even (``bench/train_workers.py``).
+    workers: int = 0
     cache_frames: int = 16
 
     def __post_init__(self) -> None:
