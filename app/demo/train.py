@@ -74,7 +74,7 @@ class DemoTraining:
     test_clips: int = 120
     clip_steps: int = 1200
     ft_steps: int = 2000
-    chat_steps: int = 800  # 1000: chat 0.838 / 0.858 at 128 / 256 tokens, 3.4 minutes more, for 0.826 / 0.834
+    chat_steps: int = 800  # chat 0.826 / 0.834 at 128 / 256 tokens; 1000 steps: 0.838 / 0.858, 3.4 minutes more
     batch_size: int = 32
     #: Loader processes per run (decoding, evaluation). 0 on 2 cores: with the frames cached a batch takes about
     #: 30 ms to assemble, and workers take the cores from the step. The same models; the ViT stages' steps are
