@@ -30,6 +30,8 @@ bench: $(BIN)/python
 	$(BIN)/python bench/encoder.py
 	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/frame_cache.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/train_workers.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/index_build.py
 	$(BIN)/python bench/api_load.py
